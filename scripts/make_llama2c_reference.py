@@ -20,6 +20,7 @@ import numpy as np
 import sentencepiece
 import torch
 
+sys.dont_write_bytecode = True  # keep scripts/py free of __pycache__
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'py'))
 import mistral  # noqa: E402
 from fixture_io import write_f32, write_json  # noqa: E402

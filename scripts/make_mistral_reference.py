@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+sys.dont_write_bytecode = True  # keep scripts/py free of __pycache__
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'py'))
 import mistral  # noqa: E402
 import safetensors_io as st  # noqa: E402
