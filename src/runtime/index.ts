@@ -1,0 +1,1 @@
+export { Session, SessionError, feeds, ort, type OrtTensor, type SessionOptions } from './session.js';
