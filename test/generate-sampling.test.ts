@@ -63,6 +63,9 @@ test('top-p keeps the smallest most-probable set reaching p (HF nucleus)', () =>
     applyTopP(x, p);
     assert.deepEqual(kept(x), expected, `topP ${p}`);
   }
+  const uniform = f32([0, 0, 0, 0]); // exact boundary: 2 × 0.25 reaches 0.5, so the rest go (HF removes cumsum <= 1 - p)
+  applyTopP(uniform, 0.5);
+  assert.deepEqual(kept(uniform), [0, 1]);
   const afterTopK = f32([0, 5, -Infinity, 4.9, -Infinity]);
   applyTopP(afterTopK, 0.5);
   assert.deepEqual(kept(afterTopK), [1]); // e^5 / (1 + e^5 + e^4.9) = 0.52 >= 0.5; removed tokens don't count
