@@ -95,9 +95,9 @@ export class GraphBuilder {
   erf(x: Tensor) { return this.op('Erf', [x]); }
   identity(x: Tensor) { return this.op('Identity', [x]); }
   cast(x: Tensor, to: DType) { return x.dtype === to ? x : this.op('Cast', [x], { to }); }
-  where(cond: Tensor, a: TensorLike, b: TensorLike) {
-    const ref = typeof a === 'number' ? b : a;
-    if (typeof ref === 'number') throw new GraphError('Where: at least one branch must be a tensor');
+  /** cond ? a : b; number branches take the other branch's dtype, or `dtype` when both are numbers. */
+  where(cond: Tensor, a: TensorLike, b: TensorLike, dtype: DType = 'f32') {
+    const ref = typeof a !== 'number' ? a : typeof b !== 'number' ? b : dtype;
     return this.op('Where', [cond, this.lift(a, ref), this.lift(b, ref)]);
   }
 

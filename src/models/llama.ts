@@ -1,0 +1,95 @@
+/** Llama / Mistral causal LM executed by onnxruntime: one decoder graph for prefill and cached decoding. */
+import type { HostTensor } from '../formats/tensor.js';
+import { toOnnxBytes } from '../graph/index.js';
+import { feeds, Session, type OrtTensor, type SessionOptions } from '../runtime/index.js';
+import type { LlamaConfig } from './config.js';
+import { LlamaKVCache } from './kvCache.js';
+import { buildLlamaGraph, LLAMA_IO } from './llamaGraph.js';
+import type { CausalLM, ForwardArgs, ForwardResult, KVCache } from './types.js';
+
+export { LlamaKVCache } from './kvCache.js';
+export { WeightError, validateLlamaWeights } from './llamaWeights.js';
+export { buildLlamaGraph, LLAMA_IO } from './llamaGraph.js';
+
+export interface LlamaModelOptions {
+  /** Intra-op threads for ORT (default: one per core). */
+  threads?: number;
+  /** ORT graph optimization level (default 'all'). */
+  optimizationLevel?: SessionOptions['optimizationLevel'];
+}
+
+export class ForwardError extends Error {
+  override name = 'ForwardError';
+}
+
+export class LlamaModel implements CausalLM {
+  private constructor(readonly config: LlamaConfig, private readonly session: Session) {}
+
+  /** Validate `weights` (canonical HF names and layout; f32/f16/bf16, computed in f32), build the graph and load it. */
+  static async create(config: LlamaConfig, weights: ReadonlyMap<string, HostTensor>, opts: LlamaModelOptions = {}): Promise<LlamaModel> {
+    const bytes = toOnnxBytes(buildLlamaGraph(config, weights), { docString: `slimlm ${config.modelType} decoder` });
+    const session = await Session.create(bytes, { threads: opts.threads, optimizationLevel: opts.optimizationLevel });
+    return new LlamaModel(config, session);
+  }
+
+  async forward(args: ForwardArgs): Promise<ForwardResult> {
+    const { inputIds } = args;
+    const c = this.config;
+    const batch = inputIds.length;
+    const seq = inputIds[0]?.length ?? 0;
+    if (!batch || !seq) throw new ForwardError('inputIds must hold at least one row with at least one token');
+    const ids: number[] = [];
+    inputIds.forEach((row, b) => {
+      if (row.length !== seq) throw new ForwardError(`inputIds rows must have equal length (row 0 has ${seq}, row ${b} has ${row.length}); left-pad and mask`);
+      for (const id of row) {
+        if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new ForwardError(`inputIds row ${b}: token id ${id} is outside the vocabulary 0..${c.vocabSize - 1}`);
+        ids.push(id);
+      }
+    });
+
+    const cache = args.cache === undefined ? undefined : this.ownCache(args.cache);
+    if (cache && cache.batchSize !== batch) throw new ForwardError(`cache holds ${cache.batchSize} rows but inputIds has ${batch}`);
+    const past = cache?.length ?? 0;
+    const mask = args.attentionMask ?? Array.from({ length: batch }, (_, b) => [...(cache?.mask[b] ?? []), ...Array(seq).fill(1)]);
+    if (mask.length !== batch) throw new ForwardError(`attentionMask has ${mask.length} rows but inputIds has ${batch}`);
+    mask.forEach((row, b) => {
+      if (row.length !== past + seq) throw new ForwardError(`attentionMask row ${b} has length ${row.length}; it must cover past + new tokens (${past} + ${seq})`);
+      if (row.some((v) => v !== 0 && v !== 1)) throw new ForwardError(`attentionMask row ${b} must hold only 0 and 1`);
+    });
+
+    const logitsAt = args.allLogits ? Array.from({ length: seq }, (_, i) => i) : [seq - 1];
+    const kvShape = [batch, c.numKeyValueHeads, 0, c.headDim];
+    const empty = feeds.f32(new Float32Array(0), kvShape);
+    const input: Record<string, OrtTensor> = {
+      [LLAMA_IO.inputIds]: feeds.i64(ids, [batch, seq]),
+      [LLAMA_IO.attentionMask]: feeds.i64(mask.flat(), [batch, past + seq]),
+      [LLAMA_IO.logitsIndex]: feeds.i64(logitsAt, [logitsAt.length]),
+    };
+    for (let i = 0; i < c.numHiddenLayers; i++) {
+      input[LLAMA_IO.pastKey(i)] = cache?.keys[i] ?? empty;
+      input[LLAMA_IO.pastValue(i)] = cache?.values[i] ?? empty;
+    }
+    const out = await this.session.run(input);
+    const layers = [...Array(c.numHiddenLayers).keys()];
+    const next = new LlamaKVCache(this, layers.map((i) => out[LLAMA_IO.presentKey(i)]), layers.map((i) => out[LLAMA_IO.presentValue(i)]),
+      mask.map((row) => [...row]));
+    return { logits: out[LLAMA_IO.logits].data as Float32Array, dims: [batch, logitsAt.length, c.vocabSize], cache: next };
+  }
+
+  selectCacheRows(cache: KVCache, rows: number[]): KVCache {
+    return this.ownCache(cache).selectRows(rows);
+  }
+
+  async dispose(): Promise<void> {
+    await this.session.dispose();
+  }
+
+  private ownCache(cache: KVCache): LlamaKVCache {
+    if (!(cache instanceof LlamaKVCache) || cache.owner !== this) throw new ForwardError('cache was not produced by this model');
+    return cache;
+  }
+}
+
+export function createLlamaModel(config: LlamaConfig, weights: ReadonlyMap<string, HostTensor>, opts?: LlamaModelOptions): Promise<LlamaModel> {
+  return LlamaModel.create(config, weights, opts);
+}
