@@ -71,6 +71,38 @@ test('top-p keeps the smallest most-probable set reaching p (HF nucleus)', () =>
   assert.deepEqual(kept(afterTopK), [1]); // e^5 / (1 + e^5 + e^4.9) = 0.52 >= 0.5; removed tokens don't count
 });
 
+/** HF TopPLogitsWarper transcribed literally: ascending sort, cumulative softmax, drop cumsum <= 1 - p, keep the top one. */
+function hfTopP(logits: Float32Array, p: number): number[] {
+  const idx = [...logits.keys()].sort((a, b) => logits[a] - logits[b] || b - a);
+  const max = Math.max(...logits);
+  const e = idx.map((i) => Math.exp(logits[i] - max));
+  const z = e.reduce((a, b) => a + b);
+  let cum = 0;
+  const keep: number[] = [];
+  idx.forEach((i, j) => {
+    cum += e[j] / z;
+    if (cum > 1 - p || j === idx.length - 1) keep.push(i);
+  });
+  return keep.sort((a, b) => a - b);
+}
+
+test('top-p on large vocabularies matches a literal HF transcription', () => {
+  let seed = 1;
+  const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  for (const [vocab, spread, p] of [[5000, 12, 0.9], [5000, 12, 0.5], [5000, 0.5, 0.9], [3000, 30, 0.95], [3000, 2, 0.2]]) {
+    const x = Float32Array.from({ length: vocab }, () => (rand() - 0.5) * spread);
+    const expected = hfTopP(x, p);
+    applyTopP(x, p);
+    assert.deepEqual(kept(x), expected, `vocab ${vocab} spread ${spread} p ${p}`);
+  }
+  // Much of the mass in a long tail of individually tiny tokens (the path that sorts every token).
+  const tail = Float32Array.from({ length: 5000 }, (_, i) => (i === 7 ? 0 : -9.5 + rand() * 0.1));
+  const expected = hfTopP(tail, 0.9);
+  applyTopP(tail, 0.9);
+  assert.ok(expected.length > 100 && expected.includes(7));
+  assert.deepEqual(kept(tail), expected);
+});
+
 test('min-p removes tokens below minP × top probability', () => {
   const x = logOf([0.5, 0.3, 0.15, 0.05]);
   applyMinP(x, 0.2); // threshold 0.1

@@ -117,7 +117,7 @@ export function resolveGenerationOptions(options: GenerateOptions, config: Llama
       fail('eosTokenIds', `an array of token ids in [0, ${config.vocabSize})`, o.eosTokenIds);
     }
   }
-  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) fail('signal', 'an AbortSignal', o.signal);
+  if (o.signal !== undefined && typeof (o.signal as { aborted?: unknown } | null)?.aborted !== 'boolean') fail('signal', 'an AbortSignal', o.signal);
 
   const impliedSampling = (o.temperature !== undefined && o.temperature > 0) || o.topK !== undefined || o.topP !== undefined || o.minP !== undefined;
   const doSample = o.doSample ?? impliedSampling;

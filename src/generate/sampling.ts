@@ -84,11 +84,9 @@ function siftDownRoot(h: Float32Array, n: number, v: number): void {
 /** Reusable buffers for the processors that sort; one per row avoids per-step vocab-sized allocations. */
 export class SamplingScratch {
   readonly order: Int32Array;
-  readonly probs: Float64Array;
   readonly heap: Float32Array;
   constructor(vocabSize: number, topK = 0) {
     this.order = new Int32Array(vocabSize);
-    this.probs = new Float64Array(vocabSize);
     this.heap = new Float32Array(Math.max(1, Math.min(topK, vocabSize)));
   }
 }
@@ -100,26 +98,36 @@ export class SamplingScratch {
 export function applyTopP(logits: Float32Array, topP: number, scratch?: SamplingScratch): void {
   if (topP >= 1) return;
   const s = scratch && scratch.order.length >= logits.length ? scratch : new SamplingScratch(logits.length);
+  const max = maxFinite(logits);
+  if (!(max > -Infinity) || max === Infinity) return;
+  // Only tokens within a factor TAIL of the top can be in the nucleus when they alone already reach topP;
+  // sorting just those keeps a 32k vocabulary cheap. Otherwise sort every finite token.
+  let sum = 0;
+  let headSum = 0;
+  for (let i = 0; i < logits.length; i++) {
+    const e = Math.exp(logits[i] - max);
+    sum += e;
+    if (e >= TAIL) headSum += e;
+  }
+  const headOnly = headSum >= topP * sum;
   let n = 0;
-  let max = -Infinity;
   for (let i = 0; i < logits.length; i++) {
     const v = logits[i];
-    if (v > -Infinity) {
-      s.order[n++] = i;
-      if (v > max) max = v;
-    }
+    if (headOnly ? Math.exp(v - max) >= TAIL : v > -Infinity) s.order[n++] = i;
   }
-  if (n <= 1) return;
   const order = s.order.subarray(0, n);
   order.sort((a, b) => logits[b] - logits[a] || a - b);
-  let sum = 0;
-  for (let j = 0; j < n; j++) sum += s.probs[j] = Math.exp(logits[order[j]] - max);
   const target = topP * sum;
   let cum = 0;
   let keep = 0;
-  while (keep < n && (keep === 0 || cum < target)) cum += s.probs[keep++];
+  while (keep < n && (keep === 0 || cum < target)) cum += Math.exp(logits[order[keep++]] - max);
+  // Everything past the kept prefix goes, including tokens never sorted.
+  const threshold = logits[order[keep - 1]];
   for (let j = keep; j < n; j++) logits[order[j]] = -Infinity;
+  if (headOnly) for (let i = 0; i < logits.length; i++) if (logits[i] < threshold) logits[i] = -Infinity;
 }
+
+const TAIL = 1e-4;
 
 /** HF MinPLogitsWarper: removes tokens whose probability is below minP × the top token's probability. 0 = off. */
 export function applyMinP(logits: Float32Array, minP: number): void {
