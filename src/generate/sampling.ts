@@ -134,7 +134,8 @@ export function applyMinP(logits: Float32Array, minP: number): void {
   if (minP <= 0) return;
   const max = maxFinite(logits);
   // p_i < minP * p_max  <=>  exp(l_i - max) < minP; the top token always survives.
-  for (let i = 0; i < logits.length; i++) if (Math.exp(logits[i] - max) < minP) logits[i] = -Infinity;
+  const cutoff = max + Math.log(minP);
+  for (let i = 0; i < logits.length; i++) if (logits[i] < cutoff && Math.exp(logits[i] - max) < minP) logits[i] = -Infinity;
 }
 
 function maxFinite(logits: Float32Array): number {
@@ -172,12 +173,13 @@ export function sampleFromLogits(logits: Float32Array, rng: Rng): number {
   const max = maxFinite(logits);
   if (max === Infinity) return argmax(logits);
   let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  for (let i = 0; i < logits.length; i++) if (logits[i] !== -Infinity) sum += Math.exp(logits[i] - max);
   if (!(sum > 0) || !Number.isFinite(sum)) throw new Error('cannot sample: logits are NaN or all -Infinity (the model produced invalid output)');
   const u = rng.nextFloat() * sum;
   let cum = 0;
   let last = -1;
   for (let i = 0; i < logits.length; i++) {
+    if (logits[i] === -Infinity) continue;
     const p = Math.exp(logits[i] - max);
     if (p > 0) {
       cum += p;
