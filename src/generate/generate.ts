@@ -46,6 +46,16 @@ export interface GenerateOptions {
   skipSpecialTokens?: boolean;
 }
 
+/**
+ * A stream decoder that has already seen the prompt, so the continuation decodes as it does inside the whole text
+ * (SentencePiece drops the leading space of the first piece only at the start of a sequence).
+ */
+function primedDecoder(tokenizer: GenerationTokenizer, prompt: number[], skipSpecialTokens: boolean) {
+  const decoder = tokenizer.createStreamDecoder({ skipSpecialTokens });
+  for (const id of prompt) decoder.push(id);
+  return decoder;
+}
+
 export interface GenerateCallbacks {
   /** Every generated token, EOS included; `row` is the prompt's index (0 for `generate`). */
   onToken?(id: number, row: number): void;
@@ -199,7 +209,7 @@ async function runBatch(model: CausalLM, prompts: number[][], options: GenerateO
     tokens: [],
     history: o.sampling.repetitionPenalty !== 1 ? new TokenHistory(prompt) : undefined,
     sampler: new Sampler(vocab, o.sampling, createRng(o.seed === undefined ? undefined : o.seed + r)),
-    decoder: tokenizer?.createStreamDecoder({ skipSpecialTokens: o.skipSpecialTokens }),
+    decoder: tokenizer && primedDecoder(tokenizer, prompt, o.skipSpecialTokens),
     stop: o.stopStrings.length > 0 ? new StopStringBuffer(o.stopStrings) : undefined,
     text: '',
     finish: null,
