@@ -18,6 +18,7 @@ export const END = Number.MAX_SAFE_INTEGER;
 export class GraphBuilder {
   readonly graph: Graph;
   private scopes: string[] = [];
+  private names = new Set<string>();
   private opCounts = new Map<string, number>();
 
   constructor(name = 'graph') {
@@ -54,9 +55,7 @@ export class GraphBuilder {
 
   output(name: string, t: Tensor): void {
     this.own(t, 'output');
-    if (this.graph.outputs.some((o) => o.name === name) || this.graph.inputs.some((i) => (i.source as { name: string }).name === name)) {
-      throw new GraphError(`output name '${name}' is already used`);
-    }
+    if (this.graph.outputs.some((o) => o.name === name) || this.names.has(name)) throw new GraphError(`output name '${name}' is already used`);
     this.graph.outputs.push({ name, tensor: t });
   }
 
@@ -178,7 +177,7 @@ export class GraphBuilder {
   }
 
   private checkName(name: string): void {
-    const used = [...this.graph.inputs, ...this.graph.initializers].some((t) => (t.source as { name: string }).name === name);
-    if (used || !name) throw new GraphError(`name '${name}' is empty or already used by an input or initializer`);
+    if (!name || this.names.has(name)) throw new GraphError(`name '${name}' is empty or already used by an input or initializer`);
+    this.names.add(name);
   }
 }

@@ -136,9 +136,14 @@ interface SymProduct { num: number; syms: string[] }
 function product(shape: Shape): SymProduct {
   let num = 1;
   const syms: string[] = [];
-  for (const d of shape) typeof d === 'number' ? (num *= d) : syms.push(d);
+  for (const d of shape) {
+    if (typeof d === 'number') num *= d;
+    else if (/^[^+\-/()[\]:]+$/.test(d)) for (const f of d.split('*')) /^\d+$/.test(f) ? (num *= Number(f)) : syms.push(f); // '3*batch'
+    else syms.push(d);
+  }
   return { num, syms: syms.sort() };
 }
+const formatProduct = (p: SymProduct) => [...(p.num !== 1 || !p.syms.length ? [String(p.num)] : []), ...p.syms].join('*');
 
 /** ONNX Reshape semantics: 0 copies the input dim at that index, -1 is inferred. */
 export function reshapeShape(input: Shape, target: readonly number[]): Dim[] {
@@ -157,22 +162,19 @@ export function reshapeShape(input: Shape, target: readonly number[]): Dim[] {
   });
   const have = product(input);
   const known = product(out.filter((d): d is Dim => d !== null));
+  const counts = () => fail(`cannot reshape ${formatShape(input)} (${formatProduct(have)} elements) to [${target.join(',')}] (${formatProduct(known)}${inferAt >= 0 ? ' × inferred' : ''})`);
   const rest = { num: have.num / known.num, syms: [...have.syms] };
   for (const s of known.syms) {
     const k = rest.syms.indexOf(s);
-    if (k < 0) fail(`cannot reshape ${formatShape(input)} to [${target.join(',')}]: symbolic dim '${s}' is not in the input`);
+    if (k < 0) counts();
     rest.syms.splice(k, 1);
   }
-  if (!Number.isInteger(rest.num)) fail(`cannot reshape ${formatShape(input)} to [${target.join(',')}]: element counts differ`);
+  if (!Number.isInteger(rest.num)) counts();
   if (inferAt < 0) {
-    if (rest.num !== 1 || rest.syms.length) fail(`cannot reshape ${formatShape(input)} to [${target.join(',')}]: element counts differ`);
+    if (rest.num !== 1 || rest.syms.length) counts();
     return out as Dim[];
   }
-  let inferred: Dim;
-  if (!rest.syms.length) inferred = rest.num;
-  else if (rest.num === 1 && rest.syms.length === 1) inferred = rest.syms[0];
-  else inferred = [...(rest.num === 1 ? [] : [String(rest.num)]), ...rest.syms].join('*');
-  out[inferAt] = inferred;
+  out[inferAt] = rest.syms.length ? formatProduct(rest) : rest.num;
   return out as Dim[];
 }
 

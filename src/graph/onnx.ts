@@ -1,8 +1,7 @@
 /**
  * Lowering of a `Graph` to an ONNX ModelProto (https://github.com/onnx/onnx/blob/main/docs/IR.md) using
- * `onnx-proto`'s protobufjs classes. Weights are not put in the message: `toOnnxBytes` appends them as extra
- * `graph.initializer` records (protobuf merges repeated occurrences of a message field), writing each weight's bytes
- * once, straight into the final buffer.
+ * `onnx-proto`'s protobufjs classes. Weights are not put in the protobufjs message: `toOnnxBytes` frames them as
+ * `graph.initializer` records itself, writing each weight's bytes once, straight into the final buffer.
  */
 import onnxProto from 'onnx-proto';
 import { floatToBf16, floatToHalf, type DType } from './dtypes.js';
@@ -217,27 +216,32 @@ const TAG_MODEL_GRAPH = (7 << 3) | 2;
 const TAG_GRAPH_INITIALIZER = (5 << 3) | 2;
 const TAG_TENSOR_RAW_DATA = (9 << 3) | 2;
 
-/** Serialized ModelProto, weights written once into the output buffer. */
+/**
+ * Serialized ModelProto, weights written once into the output buffer. The graph field is written first and once
+ * (its encoded nodes followed by the weight records), then the rest of the model: valid for every protobuf reader,
+ * including protobufjs, which does not merge repeated occurrences of a message field.
+ */
 export function toOnnxBytes(graph: Graph, opts: LowerOptions = {}): Uint8Array {
   const { model, weights } = lower(graph, opts);
-  const head = onnx.ModelProto.encode(model).finish();
+  const graphHead = onnx.GraphProto.encode(model.graph!).finish();
+  const rest = onnx.ModelProto.encode({ ...model, graph: null }).finish();
   const records = weights.map((t) => {
     const header = onnx.TensorProto.encode(weightProto(t)).finish();
     const dataLen = (t.source as Extract<Tensor['source'], { kind: 'initializer' }>).data.byteLength;
     const msgLen = header.length + 1 + varintLength(dataLen) + dataLen;
     return { t, header, dataLen, msgLen };
   });
-  const graphLen = records.reduce((n, r) => n + 1 + varintLength(r.msgLen) + r.msgLen, 0);
-  const total = head.length + (records.length ? 1 + varintLength(graphLen) + graphLen : 0);
+  const graphLen = graphHead.length + records.reduce((n, r) => n + 1 + varintLength(r.msgLen) + r.msgLen, 0);
+  const total = 1 + varintLength(graphLen) + graphLen + rest.length;
   if (total > 2 ** 31 - 1) {
     throw new GraphError(`model is ${(total / 2 ** 30).toFixed(2)} GiB; ONNX protobufs are limited to 2 GiB (external data is not supported yet)`);
   }
   const buf = new Uint8Array(total);
-  buf.set(head, 0);
-  let pos = head.length;
-  if (!records.length) return buf;
+  let pos = 0;
   buf[pos++] = TAG_MODEL_GRAPH;
   pos = writeVarint(buf, pos, graphLen);
+  buf.set(graphHead, pos);
+  pos += graphHead.length;
   for (const r of records) {
     buf[pos++] = TAG_GRAPH_INITIALIZER;
     pos = writeVarint(buf, pos, r.msgLen);
@@ -251,6 +255,8 @@ export function toOnnxBytes(graph: Graph, opts: LowerOptions = {}): Uint8Array {
     else data.write(dst);
     pos += r.dataLen;
   }
+  buf.set(rest, pos);
+  pos += rest.length;
   if (pos !== total) throw new GraphError(`internal: wrote ${pos} of ${total} model bytes`);
   return buf;
 }
