@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { HostTensor } from '../src/formats/tensor.js';
 import { locateHFFiles, readHFConfig } from '../src/formats/hf.js';
 import { openSafetensors } from '../src/formats/safetensors.js';
+import { openCheckpoint } from '../src/models/checkpoint.js';
 import { createLlamaModel } from '../src/models/llama.js';
 
 interface Reference {
@@ -61,3 +62,32 @@ for (const name of ['mistral-tiny', 'mistral-tiny-bf16', 'llama-tiny']) {
     }
   });
 }
+
+test('stories260K (real llama2.c checkpoint, via openCheckpoint): logits and 60 greedy tokens match the reference', async () => {
+  const dir = 'test/fixtures/stories260K-ref';
+  const ref = JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')) as {
+    source: string; input_ids: number[]; logits: { file: string }; tolerance: { max_abs_diff: number };
+    greedy: { prompt_ids: number[]; max_new_tokens: number; new_ids: number[] };
+  };
+  const b = readFileSync(join(dir, ref.logits.file));
+  const want = new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  const ckpt = openCheckpoint(ref.source);
+  const weights = new Map(ckpt.tensorNames().map((n) => [n, ckpt.getTensor(n)]));
+  ckpt.close();
+  const model = await createLlamaModel(ckpt.config, weights, { threads: 1 });
+  try {
+    const got = await model.forward({ inputIds: [ref.input_ids], allLogits: true });
+    let worst = 0;
+    got.logits.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - want[i])); });
+    assert.ok(worst < ref.tolerance.max_abs_diff, `max |diff| ${worst}`);
+    let step = await model.forward({ inputIds: [ref.greedy.prompt_ids] });
+    const ids: number[] = [];
+    for (let i = 0; i < ref.greedy.max_new_tokens; i++) {
+      ids.push(argmax(step.logits));
+      step = await model.forward({ inputIds: [[ids[i]]], cache: step.cache });
+    }
+    assert.deepEqual(ids, ref.greedy.new_ids);
+  } finally {
+    await model.dispose();
+  }
+});
