@@ -188,7 +188,7 @@ class Cursor {
   /** u64 that must fit a JS safe integer (counts, lengths, offsets). */
   count(w: string, max = Number.MAX_SAFE_INTEGER): number {
     const v = this.u64(w);
-    if (v > BigInt(max)) throw new GGUFError(`${this.path}: ${w} ${v} at offset ${this.pos - 8} is implausibly large; corrupt file?`);
+    if (v > BigInt(Math.floor(max))) throw new GGUFError(`${this.path}: ${w} ${v} at offset ${this.pos - 8} is implausibly large; corrupt file?`);
     return Number(v);
   }
   bytes(n: number, w: string): Uint8Array {
@@ -248,7 +248,10 @@ export class GGUFFile {
         case GGUFValueType.STRING: return { type, value: readString(w) };
         case GGUFValueType.ARRAY: {
           const itemType = c.u32(`${w} item type`);
-          const n = c.count(`${w} array length`, this.fileSize);
+          const n = c.count(`${w} array length`, this.fileSize - c.pos);
+          // Each string / nested array item takes at least 8 / 12 bytes: reject impossible lengths before allocating.
+          const minItem = itemType === GGUFValueType.STRING ? 8 : itemType === GGUFValueType.ARRAY ? 12 : 1;
+          if (n * minItem > this.fileSize - c.pos) throw new GGUFError(`${path}: truncated file: ${w} claims ${n} items, more than the file can hold`);
           const Ctor = arrayCtor(itemType);
           if (Ctor) {
             const bytes = c.bytes(n * SCALAR_BYTES[itemType as GGUFValueType]!, w);
