@@ -214,9 +214,9 @@ test('toOnnxBytes streams each weight once and equals the inlined ModelProto', (
   const decoded = onnx.ModelProto.decode(bytes);
   const inlined = onnx.ModelProto.decode(onnx.ModelProto.encode(toOnnxModel(g.graph)).finish());
   assert.deepEqual(onnx.ModelProto.toObject(decoded, { bytes: String }), onnx.ModelProto.toObject(inlined, { bytes: String }));
-  const wProto = decoded.graph!.initializer.find((t) => t.name === 'w')!;
-  assert.deepEqual([...wProto.dims].map(Number), [250, 4]);
-  assert.deepEqual(new Float32Array(wProto.rawData.slice().buffer), big);
+  const wProto = decoded.graph!.initializer!.find((t) => t.name === 'w')!;
+  assert.deepEqual(wProto.dims!.map(Number), [250, 4]);
+  assert.deepEqual(new Float32Array(wProto.rawData!.slice().buffer), big);
 });
 
 test('build-time shape and dtype errors name the op, the node and the inputs', () => {

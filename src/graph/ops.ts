@@ -1,7 +1,7 @@
 import { isFloat, isNumeric, INT_DTYPES, type DType } from './dtypes.js';
 import {
   broadcastShapes, dimAdd, fail, formatShape, normAxis, reshapeShape, sliceDim, unifyDim,
-  type Attrs, type Dim, type Shape, type Tensor,
+  type Attrs, type Dim, type Tensor,
 } from './ir.js';
 
 export interface TensorType { dtype: DType; shape: Dim[] }
@@ -233,4 +233,3 @@ export function checkArity(op: string, n: number): void {
   if (n < lo || n > hi) fail(`expects ${lo === hi ? lo : `${lo}..${hi}`} inputs, got ${n}`);
 }
 
-export type { Shape };
