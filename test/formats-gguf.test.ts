@@ -90,7 +90,7 @@ test('llama-2-tiny-random.gguf (llama.cpp tooling): metadata, tensor infos and d
   assert.equal(f.tensors.length, 3 + 9 * blocks);
   const tokens = f.value('tokenizer.ggml.tokens') as string[];
   assert.equal(tokens.length, f.tensor('token_embd.weight').shape[0]);
-  assert.equal(tokens.length, (ref.metadata.tokenizer as { ggml: { tokens: string[] } }).ggml.tokens.length);
+  assert.equal(tokens.length, (ref.metadata.tokenizer as unknown as { ggml: { tokens: string[] } }).ggml.tokens.length);
   assert.deepEqual(tokens.slice(0, 3), ['<unk>', '<s>', '</s>']);
   assert.equal(f.number('llama.embedding_length'), ref.metadata.llama!.embedding_length);
   assert.equal(f.number('llama.attention.head_count'), (ref.metadata.llama as { attention: { head_count: number } }).attention.head_count);
