@@ -5,7 +5,8 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { AutoModelForCausalLM, AutoTokenizer, DEFAULT_MODEL } from '../api.js';
 import { openCheckpoint } from '../models/checkpoint.js';
-import { parameterCount } from '../models/config.js';
+import { configFromHF, parameterCount, type LlamaConfig } from '../models/config.js';
+import { buildLlamaGraph, graphParameterCount } from '../models/llamaGraph.js';
 import { numel } from '../formats/tensor.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
@@ -101,11 +102,13 @@ const commands: Record<string, Command> = {
   inspect: {
     summary: 'print architecture, parameter count, dtypes and size of a model',
     usage: `slimlm inspect PATH [--json]
-  PATH: a Hugging Face folder, a .safetensors file, a llama2.c .bin or a .gguf.`,
+  PATH: a Hugging Face folder, a .safetensors file, a llama2.c .bin or a .gguf; or a config.json alone
+  (the graph is built without weights and its parameters counted).`,
     options: { json: { type: 'boolean' } },
     async run(v, positionals) {
       const target = positionals[0];
       if (!target) throw new UsageError('a model PATH is required');
+      if (target.endsWith('.json')) return inspectConfig(target, v.json === true);
       const ckpt = await openCheckpoint(target);
       try {
         const dtypes: Record<string, number> = {};
@@ -130,17 +133,7 @@ const commands: Record<string, Command> = {
         };
         if (v.json) { process.stdout.write(JSON.stringify(report, null, 2) + '\n'); return; }
         const lines = [
-          `path          ${report.path}`,
-          `format        ${report.format}`,
-          `architecture  ${report.architecture} (${c.modelType})`,
-          `layers        ${c.numHiddenLayers}`,
-          `hidden        ${c.hiddenSize} (FFN ${c.intermediateSize})`,
-          `heads         ${c.numAttentionHeads} query / ${c.numKeyValueHeads} key-value, head dim ${c.headDim}`,
-          `vocab         ${c.vocabSize}`,
-          `context       ${c.maxPositionEmbeddings}${c.slidingWindow ? `, sliding window ${c.slidingWindow}` : ''}`,
-          `rope theta    ${c.ropeTheta}, rms eps ${c.rmsNormEps}`,
-          `lm head       ${c.tieWordEmbeddings ? 'tied to embeddings' : 'untied'}`,
-          `parameters    ${report.parameters.toLocaleString('en-US')} (${humanCount(report.parameters)})`,
+          ...describeConfig(report.path, report.format, c, report.parameters),
           `dtypes        ${Object.entries(dtypes).map(([d, n]) => `${d}: ${humanCount(n)}`).join(', ')}`,
           `size          ${humanBytes(report.sizeBytes)}`,
           `tokenizer     ${report.tokenizer ?? '(none found)'}`,
@@ -152,6 +145,31 @@ const commands: Record<string, Command> = {
     },
   },
 };
+
+/** A config.json alone: the graph is built without weights, its parameters counted from the graph. */
+function inspectConfig(file: string, asJson: boolean): void {
+  const config = configFromHF(JSON.parse(fs.readFileSync(file, 'utf8')), file);
+  const graph = buildLlamaGraph(config);
+  const report = { path: path.resolve(file), format: 'config', config, parameters: graphParameterCount(graph), graphNodes: graph.nodes.length };
+  if (asJson) { process.stdout.write(JSON.stringify(report, null, 2) + '\n'); return; }
+  process.stdout.write(describeConfig(report.path, 'config.json (no weights)', config, report.parameters).join('\n') + '\n');
+}
+
+function describeConfig(where: string, format: string, c: LlamaConfig, parameters: number): string[] {
+  return [
+    `path          ${where}`,
+    `format        ${format}`,
+    `architecture  ${c.modelType === 'mistral' ? 'MistralForCausalLM' : 'LlamaForCausalLM'} (${c.modelType})`,
+    `layers        ${c.numHiddenLayers}`,
+    `hidden        ${c.hiddenSize} (FFN ${c.intermediateSize})`,
+    `heads         ${c.numAttentionHeads} query / ${c.numKeyValueHeads} key-value, head dim ${c.headDim}`,
+    `vocab         ${c.vocabSize}`,
+    `context       ${c.maxPositionEmbeddings}${c.slidingWindow ? `, sliding window ${c.slidingWindow}` : ''}`,
+    `rope theta    ${c.ropeTheta}, rms eps ${c.rmsNormEps}`,
+    `lm head       ${c.tieWordEmbeddings ? 'tied to embeddings' : 'untied'}`,
+    `parameters    ${parameters.toLocaleString('en-US')} (${humanCount(parameters)})`,
+  ];
+}
 
 function sizeOnDisk(p: string): number {
   const st = fs.statSync(p);

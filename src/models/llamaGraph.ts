@@ -6,9 +6,9 @@
  *          logits_index i64 [n] (positions in 0..seq-1 that get logits); past_key.{i}/past_value.{i} f32 [batch, kvHeads, past, headDim]
  * Outputs: logits f32 [batch, n, vocab]; present_key.{i}/present_value.{i} f32 [batch, kvHeads, past+seq, headDim]
  */
-import type { HostTensor } from '../formats/tensor.js';
+import { numel, type HostTensor } from '../formats/tensor.js';
 import { END, GraphBuilder, type Graph, type Tensor } from '../graph/index.js';
-import type { LlamaConfig } from './config.js';
+import { expectedTensors, type LlamaConfig } from './config.js';
 import { f32InitializerData, validateLlamaWeights } from './llamaWeights.js';
 
 export const LLAMA_IO = {
@@ -31,12 +31,22 @@ export function ropeInvFreq(headDim: number, theta: number): number[] {
   return Array.from({ length: headDim / 2 }, (_, i) => f(1 / f(Math.pow(theta, f((2 * i) / headDim)))));
 }
 
-export function buildLlamaGraph(config: LlamaConfig, weights: ReadonlyMap<string, HostTensor>): Graph {
-  validateLlamaWeights(config, weights);
+/**
+ * Builds the decoder graph. Without `weights` the graph is built from the config alone (shapes, parameter count,
+ * shape checking of every op) and its initializers refuse to be written, so it cannot be lowered by mistake.
+ */
+export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<string, HostTensor>): Graph {
+  if (weights) validateLlamaWeights(config, weights);
   const c = config;
   const nH = c.numAttentionHeads, kvH = c.numKeyValueHeads, D = c.headDim, rep = nH / kvH;
   const g = new GraphBuilder(`${c.modelType}_decoder`);
+  const shapes = expectedTensors(c);
   const weight = (name: string): Tensor => {
+    if (!weights) {
+      const shape = shapes.get(name)!;
+      const missing = { byteLength: numel(shape) * 4, write(): void { throw new Error(`${name}: the graph was built without weights`); } };
+      return g.initializer(name, 'f32', shape, missing);
+    }
     const t = weights.get(name)!;
     return g.initializer(name, 'f32', t.shape, f32InitializerData(t));
   };
@@ -115,4 +125,9 @@ export function buildLlamaGraph(config: LlamaConfig, weights: ReadonlyMap<string
   });
   g.output(LLAMA_IO.logits, logits);
   return g.graph;
+}
+
+/** Number of weight elements a graph holds (its initializers). */
+export function graphParameterCount(graph: Graph): number {
+  return graph.initializers.reduce((n, t) => n + numel(t.shape as number[]), 0);
 }
