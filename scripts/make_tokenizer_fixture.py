@@ -40,6 +40,8 @@ HANDWRITTEN = [
     '𠜎𠜱𠝹𠱓', '龘 靐 齉', '𝔘𝔫𝔦𝔠𝔬𝔡𝔢', '\U0001F9D1\u200d\U0001F4BB coding', '𓀀 hieroglyph', '\u0001\u0002 control chars', '\x7f',
     '<s>', '</s>', '<unk>', '<s>Hello</s>', 'a <s> b', ' <s> leading space', '<s> [INST] 안녕하세요 [/INST]', '[INST] hi [/INST]</s>',
     'text with <s> inside and </s> at end', '<<s>>', '<s><s></s>', '<sep> user <sep>', '<ctrl> not a control',
+    # Long runs without spaces: one BPE chunk of thousands of symbols.
+    'ㅋ' * 2000, '=' * 1000, 'ha' * 1000, '가나다라마바사' * 300, ' ' * 300, '▁' * 50 + 'x',
 ]
 
 

@@ -98,6 +98,28 @@ test('special tokens, BOS/EOS defaults and config', async () => {
   assert.equal(model.decode([1, 22557], { skipSpecialTokens: true }), 'Hello');
 });
 
+test('tokenizer_config.json: chat template, added tokens past the vocabulary, BOS/EOS switches', async () => {
+  const { mkdtempSync, writeFileSync, copyFileSync } = await import('node:fs');
+  for (const file of ['tokenizer.json', 'tokenizer.model']) {
+    const dir = mkdtempSync('/tmp/slimlm-tokcfg-');
+    copyFileSync(MISTRAL + file, `${dir}/${file}`);
+    const config = JSON.parse(readFileSync(MISTRAL + 'tokenizer_config.json', 'utf8'));
+    config.chat_template = "{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}";
+    config.add_eos_token = true;
+    config.added_tokens_decoder['32000'] = { content: '<|im_start|>', special: true };
+    config.added_tokens_decoder['32001'] = { content: '<|im_end|>', special: true };
+    writeFileSync(`${dir}/tokenizer_config.json`, JSON.stringify(config));
+    const tok = await loadTokenizer(dir);
+    assert.equal((tok as { chatTemplate: string | null }).chatTemplate, config.chat_template, file);
+    assert.equal(tok.vocabSize, 32002);
+    const ids = tok.encode('<|im_start|>Hello<|im_end|>', { parseSpecial: true });
+    assert.deepEqual([ids[0], ids[1], ids.at(-2), ids.at(-1)], [1, 32000, 32001, 2], file);
+    assert.ok(tok.isSpecial(32000));
+    assert.equal(tok.decode(ids, { skipSpecialTokens: true }), 'Hello');
+    assert.ok(!tok.encode('<|im_start|>', { addBos: false, addEos: false }).includes(32000));
+  }
+});
+
 test('stream decoder never emits a partial UTF-8 character', async () => {
   const tok = await loadTokenizer(STORIES + 'tok512.bin');
   const ids = tok.encode('한 글자씩 😀!', { addBos: true });

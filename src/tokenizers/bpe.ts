@@ -10,20 +10,21 @@
  */
 
 export class MergeTable {
-  private readonly index = new Map<number, number>();
+  /** Per left id: right id → merge index (small integer keys keep Map lookups fast for any vocabulary size). */
+  private readonly byLeft: (Map<number, number> | undefined)[];
   private readonly results: number[] = [];
   private readonly priorities: number[] = [];
-  constructor(private readonly vocabSize: number) {}
+  constructor(vocabSize: number) { this.byLeft = new Array(vocabSize); }
 
   /** Registers left+right → merged with `priority` (higher merges first); the first registration of a pair wins. */
   add(left: number, right: number, merged: number, priority: number): void {
-    const key = left * this.vocabSize + right;
-    if (this.index.has(key)) return;
-    this.index.set(key, this.results.length);
+    const map = (this.byLeft[left] ??= new Map());
+    if (map.has(right)) return;
+    map.set(right, this.results.length);
     this.results.push(merged);
     this.priorities.push(priority);
   }
-  find(left: number, right: number): number { return this.index.get(left * this.vocabSize + right) ?? -1; }
+  find(left: number, right: number): number { return this.byLeft[left]?.get(right) ?? -1; }
   result(m: number): number { return this.results[m]!; }
   priority(m: number): number { return this.priorities[m]!; }
 }

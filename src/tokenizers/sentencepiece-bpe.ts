@@ -72,6 +72,8 @@ export class SentencePieceBPETokenizer implements Tokenizer {
   private readonly surfaces: string[];
   private readonly special: Uint8Array;
   private readonly hasUnused: boolean;
+  private readonly splitAtSpaceRuns: boolean;
+  private readonly cache = new Map<string, number[]>();
   private readonly addedAll: Map<string, AddedToken[]>;
   private readonly mergeTable: MergeTable;
   /** Id a one-character string starts merging with (SentencePiece: its normal piece; HF: its vocab entry). */
@@ -120,6 +122,7 @@ export class SentencePieceBPETokenizer implements Tokenizer {
     this.addedAll = groupByFirstChar(opts.addedTokens);
     this.addedPlain = groupByFirstChar(opts.addedTokens.filter((t) => !t.special));
     this.hasUnused = pieces.some((p) => p.type === 'unused');
+    this.splitAtSpaceRuns = this.mergeable.has(SPACE_SYMBOL) && ![...this.mergeable.keys()].some((p) => /[^\u2581]\u2581/.test(p));
     this.symbolIds = opts.merges ? this.lookup : this.mergeable;
     this.mergeTable = opts.merges ? this.rankTable(opts.merges) : this.scoreTable();
   }
@@ -253,6 +256,28 @@ export class SentencePieceBPETokenizer implements Tokenizer {
   }
 
   private encodeWord(word: string, out: number[]): void {
+    if (!this.splitAtSpaceRuns) return this.encodeChunk(word, out);
+    // No piece holds "x▁" (x not ▁), so merges never cross the start of a "▁" run: chunks there are independent,
+    // which keeps heaps small and lets repeated words come from the cache.
+    let start = 0;
+    for (let i = 1; i <= word.length; i++) {
+      if (i < word.length && !(word[i] === SPACE_SYMBOL && word[i - 1] !== SPACE_SYMBOL)) continue;
+      const chunk = word.slice(start, i);
+      start = i;
+      let ids = this.cache.get(chunk);
+      if (!ids) {
+        ids = [];
+        this.encodeChunk(chunk, ids);
+        if (chunk.length <= 64) {
+          if (this.cache.size >= 1 << 16) this.cache.clear();
+          this.cache.set(chunk, ids);
+        }
+      }
+      for (const id of ids) out.push(id);
+    }
+  }
+
+  private encodeChunk(word: string, out: number[]): void {
     if (!word) return;
     const strings: string[] = [];
     let frozen: Uint8Array | undefined;
