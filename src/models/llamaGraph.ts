@@ -31,40 +31,66 @@ export function ropeInvFreq(headDim: number, theta: number): number[] {
   return Array.from({ length: headDim / 2 }, (_, i) => f(1 / f(Math.pow(theta, f((2 * i) / headDim)))));
 }
 
-/**
- * Builds the decoder graph. Without `weights` the graph is built from the config alone (shapes, parameter count,
- * shape checking of every op) and its initializers refuse to be written, so it cannot be lowered by mistake.
- */
-export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<string, HostTensor>): Graph {
-  if (weights) validateLlamaWeights(config, weights);
+/** Where the decoder's weights come from: initializers (inference), graph inputs (training), quantized blocks, … */
+export interface WeightSource {
+  /** A weight as a tensor (embeddings, norms; Linear weights too unless `linear` is given). Called once per name. */
+  tensor(g: GraphBuilder, name: string, shape: number[]): Tensor;
+  /** x · Wᵀ for the Linear weight `name` of HF shape [out, in]; default: MatMul with `tensor(name)` transposed. */
+  linear?(g: GraphBuilder, x: Tensor, name: string, shape: number[]): Tensor;
+}
+
+export interface LlamaGraphOptions {
+  /** KV cache inputs (past_key.i / past_value.i) and outputs (present_key.i / present_value.i). Default true. */
+  cache?: boolean;
+  /** Logits for every position, without the logits_index input (training, perplexity). Default false. */
+  allPositions?: boolean;
+}
+
+/** Weights as f32 initializers (f16/bf16 converted while the model is serialized). */
+export function initializerWeights(config: LlamaConfig, weights: ReadonlyMap<string, HostTensor>): WeightSource {
+  validateLlamaWeights(config, weights);
+  return { tensor: (g, name, shape) => g.initializer(name, 'f32', shape, f32InitializerData(weights.get(name)!)) };
+}
+
+/** Shapes only: the graph can be built and checked, its parameters counted, but its initializers refuse to be written. */
+export const shapeOnlyWeights: WeightSource = {
+  tensor: (g, name, shape) => g.initializer(name, 'f32', shape, {
+    byteLength: numel(shape) * 4,
+    write(): void { throw new Error(`${name}: the graph was built without weights`); },
+  }),
+};
+
+/** Builds the decoder graph; `weights` may be a map of canonical HF tensors, any WeightSource, or absent (shapes only). */
+export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<string, HostTensor> | WeightSource, opts: LlamaGraphOptions = {}): Graph {
+  const source = weights === undefined ? shapeOnlyWeights : weights instanceof Map ? initializerWeights(config, weights) : weights as WeightSource;
+  const useCache = opts.cache ?? true;
   const c = config;
   const nH = c.numAttentionHeads, kvH = c.numKeyValueHeads, D = c.headDim, rep = nH / kvH;
   const g = new GraphBuilder(`${c.modelType}_decoder`);
   const shapes = expectedTensors(c);
+  const made = new Map<string, Tensor>();
   const weight = (name: string): Tensor => {
-    if (!weights) {
-      const shape = shapes.get(name)!;
-      const missing = { byteLength: numel(shape) * 4, write(): void { throw new Error(`${name}: the graph was built without weights`); } };
-      return g.initializer(name, 'f32', shape, missing);
-    }
-    const t = weights.get(name)!;
-    return g.initializer(name, 'f32', t.shape, f32InitializerData(t));
+    let t = made.get(name);
+    if (!t) made.set(name, t = source.tensor(g, name, shapes.get(name)!));
+    return t;
   };
-  const linear = (x: Tensor, w: Tensor) => g.matMul(x, w, { transB: true });
+  const linear = (x: Tensor, name: string): Tensor =>
+    source.linear ? source.linear(g, x, name, shapes.get(name)!) : g.matMul(x, weight(name), { transB: true });
   const rmsNorm = (x: Tensor, w: Tensor) => g.scope('rms_norm', () => {
     const variance = g.reduceMean(g.mul(x, x), [-1]);
     return g.mul(g.mul(x, g.reciprocal(g.sqrt(g.add(variance, c.rmsNormEps)))), w);
   });
 
   const inputIds = g.input(LLAMA_IO.inputIds, 'i64', ['batch', 'seq']);
-  const mask = g.input(LLAMA_IO.attentionMask, 'i64', ['batch', 'past+seq']);
-  const logitsIndex = g.input(LLAMA_IO.logitsIndex, 'i64', ['n_logits']);
+  const totalDim = useCache ? 'past+seq' : 'seq';
+  const mask = g.input(LLAMA_IO.attentionMask, 'i64', ['batch', totalDim]);
+  const logitsIndex = opts.allPositions ? null : g.input(LLAMA_IO.logitsIndex, 'i64', ['n_logits']);
 
   // Cache indices: keys are 0..total-1, queries total-seq..total-1 (left padding included, as HF's cache_position).
   const { bias, cos, sin } = g.scope('mask_and_rope', () => {
     const total = g.squeeze(g.shape(mask, 1, 2), [0]);
     const seq = g.squeeze(g.shape(inputIds, 1, 2), [0]);
-    const keyIdx = g.range(0, total, 1, 'past+seq');
+    const keyIdx = g.range(0, total, 1, totalDim);
     const queryIdx = g.range(g.sub(total, seq), total, 1, 'seq');
     const distance = g.sub(g.unsqueeze(queryIdx, [1]), g.unsqueeze(keyIdx, [0])); // [seq, past+seq]
     let allowed = g.greaterOrEqual(distance, 0);
@@ -94,34 +120,37 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
     h = g.scope(`layers.${i}`, () => {
       const x = rmsNorm(h, weight(p + 'input_layernorm.weight'));
       const attn = g.scope('attn', () => {
-        const q = rope(heads(linear(x, weight(p + 'self_attn.q_proj.weight')), nH));
-        const k = rope(heads(linear(x, weight(p + 'self_attn.k_proj.weight')), kvH));
-        const v = heads(linear(x, weight(p + 'self_attn.v_proj.weight')), kvH);
-        const keys = g.concat([g.input(LLAMA_IO.pastKey(i), 'f32', ['batch', kvH, 'past', D]), k], 2);
-        const values = g.concat([g.input(LLAMA_IO.pastValue(i), 'f32', ['batch', kvH, 'past', D]), v], 2);
-        g.output(LLAMA_IO.presentKey(i), keys);
-        g.output(LLAMA_IO.presentValue(i), values);
+        const q = rope(heads(linear(x, p + 'self_attn.q_proj.weight'), nH));
+        const k = rope(heads(linear(x, p + 'self_attn.k_proj.weight'), kvH));
+        const v = heads(linear(x, p + 'self_attn.v_proj.weight'), kvH);
+        let keys = k, values = v;
+        if (useCache) {
+          keys = g.concat([g.input(LLAMA_IO.pastKey(i), 'f32', ['batch', kvH, 'past', D]), k], 2);
+          values = g.concat([g.input(LLAMA_IO.pastValue(i), 'f32', ['batch', kvH, 'past', D]), v], 2);
+          g.output(LLAMA_IO.presentKey(i), keys);
+          g.output(LLAMA_IO.presentValue(i), values);
+        }
         // Grouped-query attention without repeating K/V: queries grouped per kv head, K/V broadcast over the group.
         const qg = g.reshape(g.mul(q, 1 / Math.sqrt(D)), [0, kvH, rep, -1, D]); // [batch, kvH, rep, seq, D]
         const scores = g.add(g.matMul(qg, g.unsqueeze(keys, [2]), { transB: true }), bias); // [batch, kvH, rep, seq, past+seq]
         const ctx = g.matMul(g.softmax(scores, -1), g.unsqueeze(values, [2])); // [batch, kvH, rep, seq, D]
         const merged = g.reshape(g.transpose(g.reshape(ctx, [0, nH, -1, D]), [0, 2, 1, 3]), [0, 0, nH * D]);
-        return linear(merged, weight(p + 'self_attn.o_proj.weight'));
+        return linear(merged, p + 'self_attn.o_proj.weight');
       });
       const h1 = g.add(h, attn);
       const mlp = g.scope('mlp', () => {
         const y = rmsNorm(h1, weight(p + 'post_attention_layernorm.weight'));
-        const gate = linear(y, weight(p + 'mlp.gate_proj.weight'));
+        const gate = linear(y, p + 'mlp.gate_proj.weight');
         const silu = g.mul(gate, g.sigmoid(gate));
-        return linear(g.mul(silu, linear(y, weight(p + 'mlp.up_proj.weight'))), weight(p + 'mlp.down_proj.weight'));
+        return linear(g.mul(silu, linear(y, p + 'mlp.up_proj.weight')), p + 'mlp.down_proj.weight');
       });
       return g.add(h1, mlp);
     });
   }
   const logits = g.scope('lm_head', () => {
-    const selected = g.gather(h, logitsIndex, 1); // [batch, n_logits, hidden]: the LM head only where asked
+    const selected = logitsIndex ? g.gather(h, logitsIndex, 1) : h; // [batch, n_logits, hidden]: the LM head only where asked
     const normed = rmsNorm(selected, weight('model.norm.weight'));
-    return linear(normed, c.tieWordEmbeddings ? embed : weight('lm_head.weight'));
+    return linear(normed, c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
   });
   g.output(LLAMA_IO.logits, logits);
   return g.graph;
