@@ -2,7 +2,7 @@
 import type { ParseArgsConfig } from 'node:util';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
-export type Values = Record<string, string | boolean | string[] | undefined>;
+export type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
 /** A wrong flag or value: the command's usage is printed after the message, exit code 2. */
 export class UsageError extends Error {}
