@@ -1,0 +1,117 @@
+/**
+ * Decode benchmark of the fp32 engine: tokens/s, peak RSS, and the memory-bandwidth bound for the model's bytes,
+ * all measured in the same run (each model in its own child process so peak RSS is per model).
+ *
+ *   node --import tsx bench/engine.ts [--threads 2] [--tokens 64] [--models stories260K,tiny-25M,small-110M]
+ *
+ * The bound: decoding one token reads every weight once, so tokens/s ≤ bandwidth / weight bytes, where bandwidth is
+ * what ONNX Runtime itself achieves summing a 512 MiB buffer with the same thread count.
+ */
+import { spawnSync } from 'node:child_process';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { AutoModelForCausalLM, PreTrainedCausalLM } from '../src/api.js';
+import { createLlamaModel } from '../src/models/llama.js';
+import { expectedTensors, type LlamaConfig } from '../src/models/config.js';
+import type { HostTensor } from '../src/formats/tensor.js';
+import { GraphBuilder, toOnnxBytes } from '../src/graph/index.js';
+import { Session, feeds } from '../src/runtime/index.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+const base = { modelType: 'llama', ropeTheta: 10000, rmsNormEps: 1e-5, slidingWindow: null, tieWordEmbeddings: false, bosTokenId: 1, eosTokenId: 2, padTokenId: null } as const;
+const RANDOM_MODELS: Record<string, LlamaConfig> = {
+  // Shapes of llama2.c's stories15M-class and stories110M-class models with the Mistral vocabulary.
+  'tiny-25M': { ...base, vocabSize: 32000, hiddenSize: 288, intermediateSize: 768, numHiddenLayers: 6, numAttentionHeads: 6, numKeyValueHeads: 6, headDim: 48, maxPositionEmbeddings: 256 },
+  'small-110M': { ...base, vocabSize: 32000, hiddenSize: 768, intermediateSize: 2048, numHiddenLayers: 12, numAttentionHeads: 12, numKeyValueHeads: 12, headDim: 64, maxPositionEmbeddings: 1024 },
+};
+
+function randomWeights(config: LlamaConfig, seed = 1): Map<string, HostTensor> {
+  let s = seed >>> 0;
+  const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.04;
+  const weights = new Map<string, HostTensor>();
+  for (const [name, shape] of expectedTensors(config)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const v = new Float32Array(n);
+    if (name.endsWith('norm.weight')) v.fill(1); else for (let i = 0; i < n; i++) v[i] = next();
+    weights.set(name, { dtype: 'f32', shape, data: new Uint8Array(v.buffer) });
+  }
+  return weights;
+}
+
+/** GB/s ONNX Runtime reaches reading a large f32 buffer (ReduceSum), best of several runs. */
+async function measureBandwidth(threads: number): Promise<number> {
+  const n = 128 * 1024 * 1024; // 512 MiB
+  const g = new GraphBuilder('bandwidth');
+  const x = g.input('x', 'f32', [n]);
+  g.output('sum', g.reduceSum(x, [0], false));
+  const session = await Session.create(toOnnxBytes(g.graph), { threads });
+  const data = new Float32Array(n).fill(1);
+  const feed = { x: feeds.f32(data, [n]) };
+  let best = Infinity;
+  for (let i = 0; i < 6; i++) {
+    const t0 = performance.now();
+    await session.run(feed);
+    best = Math.min(best, performance.now() - t0);
+  }
+  await session.dispose();
+  return (n * 4) / (best / 1000) / 1e9;
+}
+
+async function runOne(name: string, threads: number, tokens: number): Promise<Record<string, number | string>> {
+  const t0 = performance.now();
+  let model: PreTrainedCausalLM;
+  if (name === 'stories260K') {
+    model = await AutoModelForCausalLM.fromPretrained(path.join(root, '../shared/models/stories260K/stories260K.bin'), { threads });
+  } else {
+    const config = RANDOM_MODELS[name];
+    if (!config) throw new Error(`unknown model ${name}`);
+    const lm = await createLlamaModel(config, randomWeights(config), { threads });
+    model = new PreTrainedCausalLM(lm, config, { path: 'random', format: 'random', tokenizerPath: null });
+  }
+  const loadMs = performance.now() - t0;
+  let weightBytes = 0;
+  for (const shape of expectedTensors(model.config).values()) weightBytes += shape.reduce((a, b) => a * b, 1) * 4;
+  const prompt = Array.from({ length: 16 }, (_, i) => 3 + ((i * 37) % (model.config.vocabSize - 3)));
+  await model.generate(prompt, { maxNewTokens: 4, eosTokenIds: [] }); // warm-up: ORT grows its arenas
+  const r = await model.generate(prompt, { maxNewTokens: tokens, eosTokenIds: [] });
+  await model.dispose();
+  const peakRssMiB = process.resourceUsage().maxRSS / 1024; // before the bandwidth probe allocates its buffer
+  const gbps = await measureBandwidth(threads);
+  const bound = (gbps * 1e9) / weightBytes;
+  return {
+    model: name,
+    params: weightBytes / 4,
+    weightMiB: weightBytes / 2 ** 20,
+    loadMs,
+    prefillTokS: prompt.length / (r.timings.prefillMs / 1000),
+    decodeTokS: r.timings.tokensPerSecond,
+    bandwidthGBs: gbps,
+    boundTokS: bound,
+    ofBound: r.timings.tokensPerSecond / bound,
+    peakRssMiB,
+  };
+}
+
+const { values } = parseArgs({ options: { threads: { type: 'string', default: '2' }, tokens: { type: 'string', default: '64' },
+  models: { type: 'string', default: 'stories260K,tiny-25M,small-110M' }, one: { type: 'string' } } });
+const threads = Number(values.threads), tokens = Number(values.tokens);
+
+if (values.one) {
+  process.stdout.write(JSON.stringify(await runOne(values.one, threads, tokens)) + '\n');
+} else {
+  const rows = values.models!.split(',').map((name) => {
+    const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--one', name, '--threads', String(threads), '--tokens', String(tokens)],
+      { encoding: 'utf8', cwd: root, maxBuffer: 1 << 24 });
+    if (child.status !== 0) throw new Error(`${name}: ${child.stderr}`);
+    return JSON.parse(child.stdout.trim().split('\n').pop()!);
+  });
+  const f = (x: number, d = 1) => x.toFixed(d);
+  console.log(`threads ${threads}, ${tokens} decoded tokens after a 16-token prompt, fp32 weights\n`);
+  console.log('| model | params | weights | prefill tok/s | decode tok/s | ORT read bandwidth | bound tok/s | of bound | peak RSS |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    console.log(`| ${r.model} | ${(r.params / 1e6).toFixed(2)}M | ${f(r.weightMiB)} MiB | ${f(r.prefillTokS, 0)} | ${f(r.decodeTokS)} | ${f(r.bandwidthGBs)} GB/s | ${f(r.boundTokS)} | ${f(100 * r.ofBound, 0)}% | ${f(r.peakRssMiB, 0)} MiB |`);
+  }
+}
