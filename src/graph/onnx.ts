@@ -155,9 +155,23 @@ function lowerNode(node: Node, ins: string[], outs: string[], ctx: LowerCtx): vo
     case 'Cast': return emit('Cast', ins, [attr('to', ONNX_DTYPE[a.to as DType])]);
     case 'Range': return emit('Range');
     case 'MatMul':
+      if (a.transA) {
+        if (!ctx.ms) throw new GraphError(`${node.name}: transA needs microsoftOps (FusedMatMul)`);
+        return emit('FusedMatMul', ins, [attr('transA', 1), attr('transB', a.transB ? 1 : 0)], 'com.microsoft');
+      }
       if (!a.transB) return emit('MatMul');
       if (ctx.ms) return emit('FusedMatMul', ins, [attr('transB', 1)], 'com.microsoft');
       return lowerTransposedMatMul(node, ins, outs, ctx);
+    case 'Pad': return emit('Pad', [ins[0], ctx.constI64(ints('pads'))]);
+    case 'ZerosLike': case 'ReshapeLike': case 'ExpandLike': {
+      const shape = `${outs[0]}_shape`;
+      ctx.emit('Shape', [ins[node.op === 'ZerosLike' ? 0 : 1]], [shape], [], `${node.name}_shape`);
+      if (node.op === 'ZerosLike') {
+        const value: ITensor = { dataType: ONNX_DTYPE[node.outputs[0].dtype], dims: [1], rawData: literalBytes(node.outputs[0].dtype, [0]) };
+        return emit('ConstantOfShape', [shape], [{ name: 'value', type: AT.TENSOR, t: value }]);
+      }
+      return emit(node.op === 'ReshapeLike' ? 'Reshape' : 'Expand', [ins[0], shape]);
+    }
     default:
       return emit(node.op, ins, genericAttrs(a));
   }

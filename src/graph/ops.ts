@@ -88,7 +88,7 @@ const matMul: OpDef = {
     need(isNumeric(dtype), `needs numeric inputs, got ${dtype}`);
     need(a.rank >= 2 && b.rank >= 2, `needs inputs of rank >= 2, got ${a} and ${b}`);
     const transB = attrs.transB === true;
-    const [m, k] = a.shape.slice(-2);
+    const [m, k] = attrs.transA === true ? [a.shape[a.rank - 1], a.shape[a.rank - 2]] : a.shape.slice(-2);
     const [bk, n] = transB ? [b.shape[b.rank - 1], b.shape[b.rank - 2]] : b.shape.slice(-2);
     unifyDim(k, bk, `inner dimensions differ: a ${formatShape(a.shape)} · b${transB ? 'ᵀ' : ''} ${formatShape(b.shape)}`);
     const batch = broadcastShapes([a.shape.slice(0, -2), b.shape.slice(0, -2)]);
@@ -224,6 +224,7 @@ export const OPS: Record<string, OpDef> = {
       return [{ dtype, shape: [length as Dim] }];
     },
   },
+  ...TRAINING_OPS(),
 };
 
 export function checkArity(op: string, n: number): void {
@@ -233,3 +234,43 @@ export function checkArity(op: string, n: number): void {
   if (n < lo || n > hi) fail(`expects ${lo === hi ? lo : `${lo}..${hi}`} inputs, got ${n}`);
 }
 
+/** Ops that autodiff (src/graph/autodiff.ts) and the losses emit: index scatter/gather, padding, shape-following helpers. */
+function TRAINING_OPS(): Record<string, OpDef> {
+  const same = (x: Tensor): TensorType[] => [{ dtype: x.dtype, shape: [...x.shape] }];
+  return {
+    /** ONNX GatherElements: out[i][j] = data[i][idx[i][j]] along `axis`; out has idx's shape. */
+    GatherElements: {
+      arity: 2,
+      infer: ([data, idx], attrs) => {
+        need(idx.dtype === 'i64' || idx.dtype === 'i32', `indices must be i64 or i32, got ${idx}`);
+        need(idx.rank === data.rank, `indices rank ${idx.rank} != data rank ${data.rank}`);
+        normAxis(int(attrs, 'axis', 0), data.rank);
+        return [{ dtype: data.dtype, shape: [...idx.shape] }];
+      },
+    },
+    /** ONNX ScatterElements (attr reduction: 'none' | 'add'); out has data's shape. */
+    ScatterElements: { arity: 3, infer: ([data]) => same(data) },
+    /** ONNX ScatterND (attr reduction: 'none' | 'add'); out has data's shape. */
+    ScatterND: { arity: 3, infer: ([data]) => same(data) },
+    /** Zero padding with static `pads` = [begin_0.., end_0..] (ONNX order). */
+    Pad: {
+      arity: 1,
+      infer: ([x], attrs) => {
+        const pads = ints(attrs, 'pads');
+        need(pads.length === 2 * x.rank, `pads needs ${2 * x.rank} values, got ${pads.length}`);
+        return [{ dtype: x.dtype, shape: x.shape.map((d, i) => (pads[i] === 0 && pads[i + x.rank] === 0 ? d : dimAdd(dimAdd(d, pads[i]), pads[i + x.rank]))) }];
+      },
+    },
+    /** Zeros of `like`'s run-time shape (Shape + ConstantOfShape). */
+    ZerosLike: { arity: 1, infer: ([like]) => same(like) },
+    /** x reshaped to `like`'s run-time shape. */
+    ReshapeLike: { arity: 2, infer: ([x, like]) => [{ dtype: x.dtype, shape: [...like.shape] }] },
+    /** x broadcast to `like`'s run-time shape. */
+    ExpandLike: {
+      arity: 2,
+      infer: ([x, like]) => [{ dtype: x.dtype, shape: broadcastShapes([x.shape, like.shape]) }],
+    },
+    IsNaN: { arity: 1, infer: ([x]) => [{ dtype: 'bool', shape: [...x.shape] }] },
+    IsInf: { arity: 1, infer: ([x]) => [{ dtype: 'bool', shape: [...x.shape] }] },
+  };
+}
