@@ -2,6 +2,7 @@
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { UsageError, type Command } from './common.js';
+import { exportCommand } from './commands/export.js';
 import { generate } from './commands/generate.js';
 import { inspect } from './commands/inspect.js';
 import { tokenize } from './commands/tokenize.js';
@@ -10,6 +11,7 @@ const commands: Record<string, Command> = {
   generate,
   tokenize,
   inspect,
+  export: exportCommand,
 };
 
 function help(): string {

@@ -388,6 +388,12 @@ export interface LlamaGGUFOptions {
   /** Extra metadata (e.g. tokenizer.ggml.* from the tokenizer module); overrides the generated keys. */
   metadata?: Record<string, GGUFTypedValue | unknown>;
   name?: string;
+  /** Encodes f32 values into `type` (types writeGGUF cannot quantize itself, e.g. Q4_K/Q6_K from src/quantize). */
+  encode?: (type: GGMLTypeName, values: Float32Array) => Uint8Array;
+  /** llama.cpp `general.file_type` (enum llama_ftype); default from `type` when it is a single type. */
+  fileType?: number;
+  /** Called after each tensor is written (progress). */
+  onTensor?: (hfName: string, type: GGMLTypeName) => void;
 }
 
 const FILE_TYPE: Partial<Record<GGMLTypeName, number>> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7 };
@@ -408,7 +414,7 @@ export function writeLlamaGGUF(path: string, config: LlamaConfig, getTensor: (hf
   const meta: Record<string, GGUFTypedValue | unknown> = {
     'general.architecture': 'llama',
     'general.name': opts.name ?? 'slimlm',
-    ...(FILE_TYPE[mainType] !== undefined ? { 'general.file_type': u32(FILE_TYPE[mainType]!) } : {}),
+    ...((opts.fileType ?? FILE_TYPE[mainType]) !== undefined ? { 'general.file_type': u32(opts.fileType ?? FILE_TYPE[mainType]!) } : {}),
     'llama.vocab_size': u32(config.vocabSize),
     'llama.context_length': u32(config.maxPositionEmbeddings),
     'llama.embedding_length': u32(config.hiddenSize),
@@ -444,9 +450,10 @@ export function writeLlamaGGUF(path: string, config: LlamaConfig, getTensor: (hf
         }
         const heads = ropeHeads(name, config);
         if (heads) t = permuteHFToMeta(t, heads);
+        opts.onTensor?.(name, type);
         if (type === 'F16' && t.dtype === 'f16') return t.data;
         if (type === 'F32' && t.dtype === 'f32') return t.data;
-        return toFloat32(t);
+        return opts.encode ? opts.encode(type, toFloat32(t)) : toFloat32(t);
       },
     };
   });

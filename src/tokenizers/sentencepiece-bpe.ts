@@ -127,6 +127,12 @@ export class SentencePieceBPETokenizer implements Tokenizer {
     this.mergeTable = opts.merges ? this.rankTable(opts.merges) : this.scoreTable();
   }
 
+  /** The vocabulary by id (piece, score, type), e.g. for GGUF export. */
+  get vocabulary(): readonly Piece[] { return this.pieces; }
+
+  /** HF merges in rank order, when the tokenizer came with them (tokenizer.json); null for score-driven merges. */
+  get merges(): readonly (readonly [string, string])[] | null { return this.opts.merges ?? null; }
+
   /** SentencePiece: any two pieces whose concatenation is a piece merge, best score first. */
   private scoreTable(): MergeTable {
     const table = new MergeTable(this.pieces.length);

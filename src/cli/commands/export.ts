@@ -1,0 +1,41 @@
+import { loadTokenizer } from '../../tokenizers/index.js';
+import { openCheckpoint } from '../../models/checkpoint.js';
+import { exportGGUF, exportHF, GGUF_EXPORT_TYPES, type GGUFExportType } from '../../models/export.js';
+import { progressBar } from '../progress.js';
+import { str, UsageError, type Command } from '../common.js';
+
+export const exportCommand: Command = {
+  summary: 'write a model as a llama.cpp GGUF (with its tokenizer) or a Hugging Face folder',
+  usage: `slimlm export --model PATH --out PATH [--format gguf|hf] [--type f32|f16|q8_0|q4_0|q4_k_m|bf16] [--tokenizer PATH]
+  gguf: tensor types follow llama-quantize's recipe for the type (norms F32; output Q6_K for q4_0/q4_k_m; q4_k_m
+        puts attn_v/ffn_down of some layers in Q6_K); the tokenizer goes into tokenizer.ggml.* metadata.
+  hf:   config.json + model.safetensors (--type f32|f16|bf16) + the tokenizer files.
+  Default format from --out (.gguf → gguf, else hf); default type f16.`,
+  options: { model: { type: 'string' }, out: { type: 'string' }, format: { type: 'string' }, type: { type: 'string' }, tokenizer: { type: 'string' } },
+  async run(v) {
+    const model = str(v, 'model'), out = str(v, 'out');
+    if (!model || !out) throw new UsageError('--model and --out are required');
+    const format = str(v, 'format') ?? (out.endsWith('.gguf') ? 'gguf' : 'hf');
+    const type = (str(v, 'type') ?? 'f16').toLowerCase();
+    const ckpt = openCheckpoint(model);
+    try {
+      const bar = progressBar('export', ckpt.tensorNames().length, 'tensors');
+      const tokPath = str(v, 'tokenizer') ?? ckpt.tokenizerPath;
+      if (format === 'gguf') {
+        if (!GGUF_EXPORT_TYPES.includes(type as GGUFExportType)) throw new UsageError(`--type for gguf must be one of ${GGUF_EXPORT_TYPES.join(', ')}`);
+        const tokenizer = tokPath && !tokPath.endsWith('.gguf') ? await loadTokenizer(tokPath) : null;
+        if (!tokenizer) process.stderr.write('warning: no tokenizer found; the GGUF has no tokenizer.ggml.* metadata (pass --tokenizer)\n');
+        exportGGUF(ckpt, out, { type: type as GGUFExportType, tokenizer, onTensor: (n, t) => bar.tick(1, `${n} ${t}`) });
+      } else if (format === 'hf') {
+        if (type !== 'f32' && type !== 'f16' && type !== 'bf16') throw new UsageError('--type for hf must be f32, f16 or bf16 (use `slimlm quantize` for 4/8-bit)');
+        exportHF(ckpt, out, { dtype: type, tokenizerPath: tokPath, onTensor: (n) => bar.tick(1, n) });
+      } else {
+        throw new UsageError(`--format must be gguf or hf, got ${JSON.stringify(format)}`);
+      }
+      bar.done();
+      process.stderr.write(`wrote ${out}\n`);
+    } finally {
+      ckpt.close();
+    }
+  },
+};
