@@ -7,6 +7,7 @@ import { basename, dirname, join } from 'node:path';
 import { hfDecoderStripsLeadingSpace, hfNormalizer, hfPreTokenizer, sentencePieceNormalizer } from './normalize.js';
 import { SentencePieceBPETokenizer, SPACE_SYMBOL, type AddedToken } from './sentencepiece-bpe.js';
 import { parseSentencePieceModel, type Piece } from './sentencepiece-model.js';
+import { ggufTokenizer } from './gguf.js';
 
 type Json = Record<string, any>;
 
@@ -230,7 +231,7 @@ async function findTokenizerFile(dir: string): Promise<string> {
   return join(dir, pick);
 }
 
-/** Loads tokenizer.json | *.model | llama2.c tok*.bin, or a folder holding one (with tokenizer_config.json beside it). */
+/** Loads tokenizer.json | *.model | llama2.c tok*.bin | the vocabulary inside a .gguf, or a folder holding one (with tokenizer_config.json beside it). */
 export async function loadTokenizer(path: string): Promise<SentencePieceBPETokenizer> {
   let info;
   try { info = await stat(path); } catch { throw new Error(`${path}: no such tokenizer file or folder`); }
@@ -239,6 +240,7 @@ export async function loadTokenizer(path: string): Promise<SentencePieceBPEToken
   const config = basename(file) !== 'tokenizer_config.json' && (await stat(configFile).catch(() => null))
     ? parseTokenizerConfig(await readJson(configFile), configFile) : {};
   const name = basename(file);
+  if (name.endsWith('.gguf')) return ggufTokenizer(file);
   if (name.endsWith('.json')) return huggingFaceTokenizer(await readJson(file), file, config);
   const buf = await readFile(file);
   if (name.endsWith('.bin')) return llama2cTokenizer(buf, file, config);
