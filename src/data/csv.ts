@@ -62,7 +62,7 @@ export function csvObjects(text: string, source = 'csv', delimiter = ','): { col
   const columns = header.map((h) => h.trim());
   const rows = records.map((r, n) => {
     if (r.length !== columns.length) {
-      throw new CsvError(`${source}: record ${n + 2} has ${r.length} fields, the header has ${columns.length}`);
+      throw new CsvError(`${source}: row ${n + 1} after the header has ${r.length} fields, the header has ${columns.length}`);
     }
     return Object.fromEntries(columns.map((c, k) => [c, r[k]]));
   });

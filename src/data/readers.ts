@@ -71,7 +71,7 @@ export async function readExamples(path: string, opts: ReadOptions = {}): Promis
 
 function readText(path: string, opts: ReadOptions): ReadResult {
   const text = readFileSync(path, 'utf8').replace(/^\uFEFF/, '').replace(/\r\n?/g, '\n');
-  const units = opts.textUnit === 'document' ? text.split(/\n[ \t]*\n/) : text.split('\n');
+  const units = opts.textUnit === 'document' ? text.split(/\n(?:[ \t]*\n)+/) : text.split('\n');
   if (units.length > 0 && units[units.length - 1] === '') units.pop(); // the final line break ends the last line
   const examples: Example[] = [];
   let empty = 0;

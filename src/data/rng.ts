@@ -21,6 +21,13 @@ export class ShuffleRng {
     if ((this.s[0] | this.s[1] | this.s[2] | this.s[3]) === 0) this.s[0] = 1;
   }
 
+  /** Raw state, for the reference-vector test. */
+  static fromState(state: readonly [number, number, number, number]): ShuffleRng {
+    const r = new ShuffleRng(0);
+    r.s.set(state.map((v) => v >>> 0));
+    return r;
+  }
+
   nextU32(): number {
     const s = this.s;
     const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
