@@ -6,7 +6,7 @@
  */
 import { isFloat } from './dtypes.js';
 import { GraphError, numelOf, type Dim, type Node, type Tensor } from './ir.js';
-import type { GraphBuilder } from './builder.js';
+import { END, type GraphBuilder } from './builder.js';
 
 type Rule = (g: GraphBuilder, node: Node, dy: Tensor, needs: boolean[]) => (Tensor | null)[];
 
@@ -129,14 +129,18 @@ const RULES: Record<string, Rule> = {
     });
     return [g.op('Pad', [dy], { pads })];
   },
+  // Pieces are sliced from the front while the sizes before them are static, else from the back (one symbolic piece).
   Concat: (g, { inputs, attrs }, dy, n) => {
     const axis = (attrs.axis as number) < 0 ? (attrs.axis as number) + dy.rank : (attrs.axis as number);
-    let offset = 0;
-    return inputs.map((x, i) => {
-      const len = staticDim(x.shape[axis], 'Concat gradient (slicing)');
-      const piece = n[i] ? g.slice(dy, [offset], [offset + len], [axis]) : null;
-      offset += len;
-      return piece;
+    const sizes = inputs.map((x) => x.shape[axis]);
+    const sumStatic = (ds: Dim[]) => (ds.every((d) => typeof d === 'number') ? (ds as number[]).reduce((a, b) => a + b, 0) : null);
+    return inputs.map((_, i) => {
+      if (!n[i]) return null;
+      const before = sumStatic(sizes.slice(0, i)), after = sumStatic(sizes.slice(i + 1)), len = sizes[i];
+      if (before !== null && typeof len === 'number') return g.slice(dy, [before], [before + len], [axis]);
+      if (before !== null && after !== null) return g.slice(dy, [before], [after ? -after : END], [axis]);
+      if (after !== null && typeof len === 'number') return g.slice(dy, [-(after + len)], [after ? -after : END], [axis]);
+      throw new GraphError('autodiff: Concat gradient needs static sizes on one side of each symbolic piece');
     });
   },
   Gather: (g, { inputs: [data, idx], attrs }, dy, n) => {
@@ -239,7 +243,8 @@ export function gradients(g: GraphBuilder, seeds: GradientSeed[] | Tensor, wrt: 
         const dx = dxs[k];
         if (!needs[k] || !dx) return;
         if (dx.rank !== x.rank) throw new GraphError(`autodiff internal: ${node.op} '${node.name}' gradient ${dx} for input ${x}`);
-        accumulate(x, dx);
+        // Same run-time shape under another symbolic name (e.g. a slice of 'k+1'): rename by a copy-free Reshape.
+        accumulate(x, dx.shape.every((d, j) => d === x.shape[j]) ? dx : g.op('ReshapeLike', [dx, x]));
       });
       if (!wrtSet.has(node.outputs[0])) grads.delete(node.outputs[0]); // free the map; the node is done
     }

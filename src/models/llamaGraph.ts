@@ -44,6 +44,8 @@ export interface LlamaGraphOptions {
   cache?: boolean;
   /** Logits for every position, without the logits_index input (training, perplexity). Default false. */
   allPositions?: boolean;
+  /** Build into this builder (e.g. a training step that appends a loss and the backward pass). */
+  builder?: GraphBuilder;
 }
 
 /** Weights as f32 initializers (f16/bf16 converted while the model is serialized). */
@@ -66,7 +68,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   const useCache = opts.cache ?? true;
   const c = config;
   const nH = c.numAttentionHeads, kvH = c.numKeyValueHeads, D = c.headDim, rep = nH / kvH;
-  const g = new GraphBuilder(`${c.modelType}_decoder`);
+  const g = opts.builder ?? new GraphBuilder(`${c.modelType}_decoder`);
   const shapes = expectedTensors(c);
   const made = new Map<string, Tensor>();
   const weight = (name: string): Tensor => {

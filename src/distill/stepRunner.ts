@@ -1,0 +1,165 @@
+/**
+ * Owns the training sessions and the optimizer state (parameters, Adam moments) and runs optimizer steps over
+ * micro-batches: gradient accumulation, loss normalisation over all real tokens of the step, and the NaN/Inf guard
+ * (a step whose loss or gradient norm is not finite leaves every parameter and moment untouched). Runs in a worker
+ * thread for the trainer (./worker.ts), or in-thread for tests.
+ */
+import { toOnnxBytes } from '../graph/index.js';
+import type { LlamaConfig } from '../models/config.js';
+import { expectedTensors } from '../models/config.js';
+import { feeds, ort, Session, type OrtTensor } from '../runtime/index.js';
+import type { LossOptions } from './losses.js';
+import type { AdamWOptions } from './optimizer.js';
+import { buildEvalGraph, buildTrainGraph, TRAIN_IO, type TeacherKind } from './trainStep.js';
+import type { TeacherOutput, TokenBatch } from './types.js';
+
+export interface RunnerOptions {
+  loss: LossOptions;
+  adamw: AdamWOptions;
+  teacher: TeacherKind;
+  /** Micro-batches per optimizer step (>1 builds the accumulate graph too). */
+  gradAccum: number;
+  threads?: number;
+  perTensorGradNorms?: boolean;
+}
+
+export interface MicroBatch { batch: TokenBatch; teacher: TeacherOutput | null }
+
+export interface StepResult {
+  /** Mean token loss of the step (alpha·KD + (1−alpha)·CE). */
+  loss: number;
+  kd: number;
+  ce: number;
+  gradNorm: number;
+  tokens: number;
+  /** The loss or gradient norm was not finite: nothing was updated. */
+  skipped: boolean;
+  gradNorms?: Record<string, number>;
+}
+
+export interface EvalResult { ceSum: number; kdSum: number; tokens: number }
+
+export interface OptimizerState {
+  params: Map<string, Float32Array>;
+  m: Map<string, Float32Array>;
+  v: Map<string, Float32Array>;
+}
+
+export function countTargets(b: TokenBatch): number {
+  let n = 0;
+  for (const l of b.labels) if (l !== -100) n++;
+  return n;
+}
+
+const scalar = (v: number) => feeds.f32([v], []);
+
+export function batchFeeds(mb: MicroBatch, kind: TeacherKind, vocab: number): Record<string, OrtTensor> {
+  const { batch: b, teacher } = mb;
+  const dims = [b.batch, b.seq];
+  const out: Record<string, OrtTensor> = {
+    [TRAIN_IO.inputIds]: feeds.i64(BigInt64Array.from(b.inputIds, (x) => BigInt(x)), dims),
+    [TRAIN_IO.attentionMask]: feeds.i64(BigInt64Array.from(b.attentionMask, (x) => BigInt(x)), dims),
+    [TRAIN_IO.labels]: feeds.i64(BigInt64Array.from(b.labels, (x) => BigInt(x)), dims),
+  };
+  if (kind === 'none') return out;
+  if (!teacher) throw new Error('this run distills from a teacher, but a batch came without teacher outputs');
+  if (teacher.kind !== kind) throw new Error(`the graph was built for a ${kind} teacher but got ${teacher.kind} outputs`);
+  if (teacher.kind === 'dense') {
+    if (teacher.logits.length !== b.batch * b.seq * vocab) throw new Error(`teacher logits hold ${teacher.logits.length} values, expected ${b.batch}×${b.seq}×${vocab}`);
+    out[TRAIN_IO.teacherLogits] = feeds.f32(teacher.logits, [...dims, vocab]);
+  } else {
+    if (teacher.ids.length !== b.batch * b.seq * teacher.k) throw new Error(`teacher top-k holds ${teacher.ids.length} ids, expected ${b.batch}×${b.seq}×${teacher.k}`);
+    for (const id of teacher.ids) if (id < 0 || id >= vocab) throw new Error(`teacher token id ${id} is outside the student's vocabulary (${vocab})`);
+    out[TRAIN_IO.teacherIds] = feeds.i64(BigInt64Array.from(teacher.ids, (x) => BigInt(x)), [...dims, teacher.k]);
+    out[TRAIN_IO.teacherLogprobs] = feeds.f32(teacher.logprobs, [...dims, teacher.k]);
+  }
+  return out;
+}
+
+export class StepRunner {
+  private evalSession: Session | null = null;
+  private constructor(
+    readonly config: LlamaConfig,
+    private readonly opts: RunnerOptions,
+    private readonly stepSession: Session,
+    private readonly accumSession: Session | null,
+    private state: OptimizerState,
+  ) {}
+
+  /** `params` in HF layout (f32); moments default to zeros. */
+  static async create(config: LlamaConfig, state: { params: Map<string, Float32Array>; m?: Map<string, Float32Array>; v?: Map<string, Float32Array> }, opts: RunnerOptions): Promise<StepRunner> {
+    const shapes = expectedTensors(config);
+    for (const [name, shape] of shapes) {
+      const p = state.params.get(name);
+      const n = shape.reduce((a, b) => a * b, 1);
+      if (!p || p.length !== n) throw new Error(`parameter ${name}: expected ${n} values, got ${p?.length ?? 'none'}`);
+    }
+    const zeros = () => new Map([...shapes].map(([k, s]) => [k, new Float32Array(s.reduce((a, b) => a * b, 1))]));
+    const sessionOpts = { threads: opts.threads, enableMemPattern: false };
+    const accum = opts.gradAccum > 1;
+    const common = { loss: opts.loss, adamw: opts.adamw, teacher: opts.teacher, perTensorGradNorms: opts.perTensorGradNorms };
+    const stepSession = await Session.create(toOnnxBytes(buildTrainGraph(config, { ...common, mode: 'step', withGradAcc: accum }).graph), sessionOpts);
+    const accumSession = accum ? await Session.create(toOnnxBytes(buildTrainGraph(config, { ...common, mode: 'accumulate', withGradAcc: true }).graph), sessionOpts) : null;
+    return new StepRunner(config, opts, stepSession, accumSession, { params: state.params, m: state.m ?? zeros(), v: state.v ?? zeros() });
+  }
+
+  getState(): OptimizerState { return this.state; }
+
+  /** One optimizer step over `micro` (at most gradAccum micro-batches); `step` is 1-based. */
+  async step(micro: MicroBatch[], lr: number, step: number): Promise<StepResult> {
+    if (!micro.length || micro.length > this.opts.gradAccum) throw new Error(`a step takes 1..${this.opts.gradAccum} micro-batches, got ${micro.length}`);
+    const tokens = micro.reduce((n, mb) => n + countTargets(mb.batch), 0);
+    const lossScale = scalar(tokens ? 1 / tokens : 0);
+    const names = [...this.state.params.keys()];
+    const paramFeeds = Object.fromEntries(names.map((n) => [n, feeds.f32(this.state.params.get(n)!, expectedTensors(this.config).get(n)!)]));
+    let acc: Record<string, OrtTensor> | null = this.accumSession
+      ? Object.fromEntries(names.map((n) => [TRAIN_IO.gradAcc(n), feeds.f32(new Float32Array(this.state.params.get(n)!.length), expectedTensors(this.config).get(n)!)]))
+      : null;
+    let loss = 0, kd = 0, ce = 0;
+    for (const mb of micro.slice(0, -1)) {
+      const out = await this.accumSession!.run({ ...paramFeeds, ...acc, ...batchFeeds(mb, this.opts.teacher, this.config.vocabSize), [TRAIN_IO.lossScale]: lossScale });
+      loss += num(out[TRAIN_IO.loss]); kd += num(out[TRAIN_IO.kdSum]); ce += num(out[TRAIN_IO.ceSum]);
+      acc = Object.fromEntries(names.map((n) => [TRAIN_IO.gradAcc(n), out[TRAIN_IO.gradOut(n)]]));
+    }
+    const moments: Record<string, OrtTensor> = {};
+    for (const n of names) {
+      const shape = expectedTensors(this.config).get(n)!;
+      moments[TRAIN_IO.m(n)] = feeds.f32(this.state.m.get(n)!, shape);
+      moments[TRAIN_IO.v(n)] = feeds.f32(this.state.v.get(n)!, shape);
+    }
+    const out = await this.stepSession.run({
+      ...paramFeeds, ...moments, ...(acc ?? {}), ...batchFeeds(micro[micro.length - 1], this.opts.teacher, this.config.vocabSize),
+      [TRAIN_IO.lossScale]: lossScale, [TRAIN_IO.lr]: scalar(lr), [TRAIN_IO.step]: scalar(step),
+    });
+    loss += num(out[TRAIN_IO.loss]); kd += num(out[TRAIN_IO.kdSum]); ce += num(out[TRAIN_IO.ceSum]);
+    const gradNorm = num(out[TRAIN_IO.gradNorm]);
+    const skipped = !Number.isFinite(loss) || !Number.isFinite(gradNorm);
+    if (!skipped) {
+      const take = (key: (n: string) => string) => new Map(names.map((n) => [n, out[key(n)].data as Float32Array]));
+      this.state = { params: take(TRAIN_IO.newParam), m: take(TRAIN_IO.newM), v: take(TRAIN_IO.newV) };
+    }
+    const result: StepResult = { loss, kd: tokens ? kd / tokens : 0, ce: tokens ? ce / tokens : 0, gradNorm, tokens, skipped };
+    if (this.opts.perTensorGradNorms) result.gradNorms = Object.fromEntries(names.map((n) => [n, num(out[TRAIN_IO.tensorGradNorm(n)])]));
+    return result;
+  }
+
+  /** Summed CE and KL(teacher ‖ student) at T = 1 over the batch's real targets, with the current parameters. */
+  async evaluate(mb: MicroBatch): Promise<EvalResult> {
+    if (!this.evalSession) {
+      const graph = buildEvalGraph(this.config, this.opts.teacher, this.opts.loss.sparseTail).graph;
+      this.evalSession = await Session.create(toOnnxBytes(graph), { threads: this.opts.threads, enableMemPattern: false });
+    }
+    const paramFeeds = Object.fromEntries([...this.state.params].map(([n, p]) => [n, feeds.f32(p, expectedTensors(this.config).get(n)!)]));
+    const out = await this.evalSession.run({ ...paramFeeds, ...batchFeeds(mb, this.opts.teacher, this.config.vocabSize) });
+    return { ceSum: num(out[TRAIN_IO.ceSum]), kdSum: num(out[TRAIN_IO.kdSum]), tokens: countTargets(mb.batch) };
+  }
+
+  async dispose(): Promise<void> {
+    await this.stepSession.dispose();
+    await this.accumSession?.dispose();
+    await this.evalSession?.dispose();
+  }
+}
+
+const num = (t: OrtTensor): number => Number((t.data as Float32Array)[0]);
+export { ort };
