@@ -47,4 +47,34 @@ export class LlamaKVCache implements KVCache {
     };
     return new LlamaKVCache(this.owner, this.keys.map(pick), this.values.map(pick), mask.map((m) => m.slice(drop)));
   }
+  /**
+   * Stacks caches of one model along the batch axis (continuous batching: a newly prefilled request joins the running
+   * batch). Shorter caches are left-padded with masked zero columns, so every row keeps its own results.
+   */
+  static concat(caches: readonly LlamaKVCache[]): LlamaKVCache {
+    if (!caches.length) throw new RangeError('concat: no caches');
+    const owner = caches[0].owner;
+    if (caches.some((c) => c.owner !== owner)) throw new RangeError('concat: caches come from different models');
+    const length = Math.max(...caches.map((c) => c.length));
+    const batch = caches.reduce((n, c) => n + c.batchSize, 0);
+    const join = (layers: (c: LlamaKVCache) => readonly OrtTensor[]) => layers(caches[0]).map((_, layer) => {
+      const [, heads, , dim] = layers(caches[0])[layer].dims;
+      const out = new Float32Array(batch * heads * length * dim);
+      let row = 0;
+      for (const c of caches) {
+        const t = layers(c)[layer];
+        const [b, , len] = t.dims;
+        const src = t.data as Float32Array;
+        for (let r = 0; r < b; r++, row++) {
+          for (let h = 0; h < heads; h++) {
+            const from = (r * heads + h) * len * dim;
+            out.set(src.subarray(from, from + len * dim), ((row * heads + h) * length + length - len) * dim);
+          }
+        }
+      }
+      return new ort.Tensor('float32', out, [batch, heads, length, dim]);
+    });
+    const mask = caches.flatMap((c) => c.mask.map((m) => [...new Array<number>(length - m.length).fill(0), ...m]));
+    return new LlamaKVCache(owner, join((c) => c.keys), join((c) => c.values), mask);
+  }
 }
