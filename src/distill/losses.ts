@@ -82,13 +82,16 @@ export function tokenLosses(g: GraphBuilder, logits: Tensor, labels: Tensor, tea
     if (!(T > 0)) throw new Error(`temperature must be > 0, got ${T}`);
     const logqT = T === 1 ? logq : g.logSoftmax(g.mul(logits, 1 / T), -1);
     let lp: Tensor, lq: Tensor;
+    // Teacher values at ignored positions are replaced before use: the backward pass multiplies them by zero
+    // gradients, and 0·NaN would still be NaN.
+    const valid3 = g.unsqueeze(validMask, [2]);
     if (teacher.kind === 'dense') {
       const scaled = T === 1 ? teacher.logits : g.mul(teacher.logits, 1 / T);
-      lp = g.logSoftmax(g.max(scaled, LOG_FLOOR), -1);
+      lp = g.logSoftmax(g.max(g.where(valid3, scaled, 0), LOG_FLOOR), -1);
       lq = logqT;
     } else {
-      const ids = g.cast(teacher.ids, 'i64');
-      const lpk = g.max(teacher.logprobs, LOG_FLOOR);
+      const ids = g.where(valid3, g.cast(teacher.ids, 'i64'), 0, 'i64');
+      const lpk = g.max(g.where(valid3, teacher.logprobs, 0), LOG_FLOOR);
       const lqk = g.op('GatherElements', [logqT, ids], { axis: 2 }); // student log q_T at the teacher's ids
       if (opts.sparseTail === 'renormalize') {
         lp = g.logSoftmax(g.mul(lpk, 1 / T), -1);

@@ -1,0 +1,187 @@
+// Trainer: learning, HF output that slimlm loads, exact resume after SIGKILL, corrupt checkpoints, NaN guard,
+// gradient accumulation, losses on padding.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runTraining } from '../src/distill/trainer.js';
+import { initStudentWeights } from '../src/distill/student.js';
+import { DEFAULT_LOSS } from '../src/distill/losses.js';
+import { DEFAULT_ADAMW } from '../src/distill/optimizer.js';
+import { CheckpointCorruptError, loadTrainingCheckpoint, CHECKPOINT_FILE } from '../src/distill/checkpoint.js';
+import { StepRunner, type MicroBatch } from '../src/distill/stepRunner.js';
+import { openCheckpoint } from '../src/models/checkpoint.js';
+import { LlamaModel } from '../src/models/llama.js';
+import { makeBatch } from '../src/data/index.js';
+import { BigramTeacher, dataset, markovRows, TINY } from './train-helpers.js';
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'slimlm-train-'));
+
+test('distillation lowers the loss; the student folder loads with openCheckpoint and runs', async () => {
+  const out = tmp();
+  try {
+    const rows = markovRows(48, TINY.vocabSize, 1);
+    const result = await runTraining({
+      outDir: out, config: TINY, weights: initStudentWeights(TINY, 1), train: dataset(rows.slice(0, 40)), validation: dataset(rows.slice(40)),
+      teacher: new BigramTeacher(TINY.vocabSize), loss: DEFAULT_LOSS, adamw: DEFAULT_ADAMW, lr: 1e-2, warmup: 2, epochs: 3,
+      batchSize: 8, evalEvery: 5, seed: 0, threads: 1, log: () => {},
+      extraFiles: { 'tokenizer_config.json': '{"bos_token": "<s>"}' },
+    });
+    const losses = result.history.map((h) => h.loss);
+    assert.equal(result.steps, 15);
+    assert.ok(losses[losses.length - 1] < 0.85 * losses[0], `loss ${losses[0]} → ${losses[losses.length - 1]}`);
+    const firstEval = result.history.find((h) => h.valKl !== undefined)!;
+    assert.equal(firstEval.step, 5);
+    assert.ok(result.validation && result.validation.kl! < firstEval.valKl! && result.validation.ppl < firstEval.valPpl!,
+      `validation KL ${firstEval.valKl} → ${result.validation?.kl}, ppl ${firstEval.valPpl} → ${result.validation?.ppl}`);
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer_config.json', 'loss.csv', 'loss.svg', CHECKPOINT_FILE]) assert.ok(existsSync(join(out, f)), f);
+    assert.equal(readFileSync(join(out, 'loss.csv'), 'utf8').trim().split('\n').length, 16);
+    assert.match(readFileSync(join(out, 'loss.svg'), 'utf8'), /<svg/);
+
+    const ck = openCheckpoint(out);
+    const weights = new Map(ck.tensorNames().map((n) => [n, ck.getTensor(n)]));
+    assert.equal(ck.config.hiddenSize, TINY.hiddenSize);
+    const model = await LlamaModel.create(ck.config, weights, { threads: 1 });
+    const { logits } = await model.forward({ inputIds: [[1, 10, 20]] });
+    assert.ok(logits.every(Number.isFinite));
+    await model.dispose();
+    ck.close();
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+function runChild(outDir: string, mode: string, delay: number, killAfterStep?: number): Promise<{ lines: string[]; killed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/train-child.ts', outDir, mode, String(delay)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const lines: string[] = [];
+    let buf = '', killed = false;
+    child.stdout.on('data', (d) => {
+      buf += d;
+      const parts = buf.split('\n');
+      buf = parts.pop()!;
+      for (const l of parts) {
+        lines.push(l);
+        const m = /^step (\d+)/.exec(l);
+        if (killAfterStep !== undefined && m && Number(m[1]) >= killAfterStep && !killed) { killed = true; child.kill('SIGKILL'); }
+      }
+    });
+    child.on('error', reject);
+    child.on('exit', (code, signal) => (code === 0 || signal === 'SIGKILL' ? resolve({ lines, killed }) : reject(new Error(`child exited ${code}`))));
+  });
+}
+
+test('a run killed with SIGKILL and resumed ends with the same loss trajectory', async () => {
+  const a = tmp(), b = tmp();
+  try {
+    const full = await runChild(a, 'fresh', 0);
+    const killed = await runChild(b, 'fresh', 40, 7); // checkpoints at steps 3 and 6; killed during step 8
+    assert.ok(killed.killed);
+    assert.ok(!existsSync(join(b, 'model.safetensors')), 'the killed run must not have finished');
+    const resumed = await runChild(b, 'resume', 0);
+    const final = (r: { lines: string[] }) => Number(r.lines.find((l) => l.startsWith('final'))!.split(' ')[1]);
+    assert.ok(Math.abs(final(full) - final(resumed)) <= 1e-6, `final loss ${final(full)} vs resumed ${final(resumed)}`);
+    const steps = (r: { lines: string[] }) => new Map(r.lines.filter((l) => l.startsWith('step')).map((l) => [l.split(' ')[1], Number(l.split(' ')[3])]));
+    const fullSteps = steps(full), resumedSteps = steps(resumed);
+    assert.equal(Math.min(...[...resumedSteps.keys()].map(Number)), 7, 'resumes after the step-6 checkpoint');
+    for (const [s, l] of resumedSteps) assert.equal(l, fullSteps.get(s), `step ${s}`);
+    // The CSV of the resumed run holds the whole trajectory, identical to the uninterrupted one.
+    assert.equal(readFileSync(join(b, 'loss.csv'), 'utf8'), readFileSync(join(a, 'loss.csv'), 'utf8'));
+  } finally {
+    rmSync(a, { recursive: true, force: true });
+    rmSync(b, { recursive: true, force: true });
+  }
+});
+
+test('corrupt, truncated and foreign checkpoints are refused', async () => {
+  const out = tmp();
+  try {
+    await runTraining({
+      outDir: out, config: TINY, weights: initStudentWeights(TINY, 2), train: dataset(markovRows(8, TINY.vocabSize, 2)),
+      loss: { ...DEFAULT_LOSS, loss: 'ce' }, adamw: DEFAULT_ADAMW, lr: 1e-3, epochs: 1, batchSize: 4, seed: 0, threads: 1, inWorker: false, log: () => {},
+    });
+    const path = join(out, CHECKPOINT_FILE);
+    assert.ok(loadTrainingCheckpoint(out).state.step === 2);
+    const good = readFileSync(path);
+    const flipped = Buffer.from(good);
+    flipped[flipped.length - 100] ^= 0x40;
+    writeFileSync(path, flipped);
+    assert.throws(() => loadTrainingCheckpoint(out), (e: Error) => e instanceof CheckpointCorruptError && /checksum/.test(e.message));
+    writeFileSync(path, good.subarray(0, good.length - 1000));
+    assert.throws(() => loadTrainingCheckpoint(out), CheckpointCorruptError);
+    writeFileSync(path, good.subarray(0, 5));
+    assert.throws(() => loadTrainingCheckpoint(out), CheckpointCorruptError);
+    assert.throws(() => loadTrainingCheckpoint(join(out, 'model.safetensors')), /not a slimlm training checkpoint/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('a step with a non-finite loss is skipped and reported; training continues', async () => {
+  const out = tmp();
+  const logs: string[] = [];
+  try {
+    const r = await runTraining({
+      outDir: out, config: TINY, weights: initStudentWeights(TINY, 4), train: dataset(markovRows(16, TINY.vocabSize, 3)),
+      teacher: new BigramTeacher(TINY.vocabSize, 7, { nanOnCall: 2 }), loss: DEFAULT_LOSS, adamw: DEFAULT_ADAMW, lr: 1e-3,
+      epochs: 1, batchSize: 4, seed: 0, threads: 1, inWorker: false, log: (l) => logs.push(l),
+    });
+    assert.equal(r.skippedSteps, 1);
+    assert.deepEqual(r.history.map((h) => h.skipped), [false, true, false, false]);
+    assert.ok(logs.some((l) => /step 2: non-finite/.test(l)));
+    assert.ok(Number.isFinite(r.finalLoss));
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('gradient accumulation over 2 micro-batches equals one batch of both', async () => {
+  const rows = markovRows(4, TINY.vocabSize, 9);
+  const teacher = new BigramTeacher(TINY.vocabSize);
+  const mb = async (rs: typeof rows): Promise<MicroBatch> => { const batch = makeBatch(rs, 12, 0); return { batch, teacher: await teacher.run(batch) }; };
+  const opts = { loss: DEFAULT_LOSS, adamw: DEFAULT_ADAMW, teacher: 'dense' as const, threads: 1 };
+  const one = await StepRunner.create(TINY, { params: initStudentWeights(TINY, 5) }, { ...opts, gradAccum: 1 });
+  const two = await StepRunner.create(TINY, { params: initStudentWeights(TINY, 5) }, { ...opts, gradAccum: 2 });
+  try {
+    const a = await one.step([await mb(rows)], 1e-2, 1);
+    const b = await two.step([await mb(rows.slice(0, 2)), await mb(rows.slice(2))], 1e-2, 1);
+    assert.ok(Math.abs(a.loss - b.loss) < 1e-5 * a.loss && Math.abs(a.gradNorm - b.gradNorm) < 1e-4 * a.gradNorm);
+    for (const [n, p] of one.getState().params) {
+      const q = two.getState().params.get(n)!;
+      p.forEach((v, i) => assert.ok(Math.abs(v - q[i]) < 1e-6, `${n}[${i}]`));
+    }
+  } finally {
+    await one.dispose();
+    await two.dispose();
+  }
+});
+
+test('padding positions with non-finite teacher logits carry no loss and no NaN; sparse top-V equals dense', async () => {
+  const rows = markovRows(2, TINY.vocabSize, 4);
+  const batch = makeBatch(rows, 14, 0); // both rows padded
+  const dense = await new BigramTeacher(TINY.vocabSize).run(batch);
+  if (dense.kind !== 'dense') throw new Error('dense');
+  const V = TINY.vocabSize;
+  const poisoned = Float32Array.from(dense.logits);
+  for (let i = 0; i < batch.batch * batch.seq; i++) if (batch.labels[i] === -100) poisoned.fill(i % 2 ? NaN : -Infinity, i * V, (i + 1) * V);
+  // Sparse with k = V: every id present, tail mass 0, so the bucket KL equals the dense KL.
+  const ids = new Int32Array(batch.batch * batch.seq * V), logprobs = new Float32Array(ids.length);
+  for (let i = 0; i < batch.batch * batch.seq; i++) {
+    const row = dense.logits.subarray(i * V, (i + 1) * V);
+    const max = Math.max(...row), lse = max + Math.log(row.reduce((s, x) => s + Math.exp(x - max), 0));
+    for (let j = 0; j < V; j++) { ids[i * V + j] = j; logprobs[i * V + j] = row[j] - lse; }
+  }
+  // T = 1: at higher temperatures the f32 rounding of 1 − Σp (~1e-7) becomes a visible tail bucket.
+  const run = async (kind: 'dense' | 'sparse', teacher: MicroBatch['teacher']) => {
+    const r = await StepRunner.create(TINY, { params: initStudentWeights(TINY, 6) }, { loss: { ...DEFAULT_LOSS, temperature: 1 }, adamw: DEFAULT_ADAMW, teacher: kind, gradAccum: 1, threads: 1 });
+    try { return await r.step([{ batch, teacher }], 1e-3, 1); } finally { await r.dispose(); }
+  };
+  const clean = await run('dense', dense);
+  const dirty = await run('dense', { kind: 'dense', logits: poisoned });
+  assert.equal(dirty.skipped, false);
+  assert.ok(Math.abs(clean.loss - dirty.loss) < 1e-6 && Math.abs(clean.gradNorm - dirty.gradNorm) < 1e-6);
+  const sparse = await run('sparse', { kind: 'sparse', k: V, ids, logprobs });
+  assert.ok(Math.abs(sparse.loss - clean.loss) < 1e-4 * clean.loss, `sparse ${sparse.loss} vs dense ${clean.loss}`);
+});
