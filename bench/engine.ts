@@ -14,7 +14,7 @@ import path from 'node:path';
 import { AutoModelForCausalLM, PreTrainedCausalLM } from '../src/api.js';
 import { createLlamaModel } from '../src/models/llama.js';
 import { expectedTensors, type LlamaConfig } from '../src/models/config.js';
-import type { HostTensor } from '../src/formats/tensor.js';
+import type { WeightSource } from '../src/models/llamaGraph.js';
 import { GraphBuilder, toOnnxBytes } from '../src/graph/index.js';
 import { Session, feeds } from '../src/runtime/index.js';
 
@@ -27,17 +27,19 @@ const RANDOM_MODELS: Record<string, LlamaConfig> = {
   'small-110M': { ...base, vocabSize: 32000, hiddenSize: 768, intermediateSize: 2048, numHiddenLayers: 12, numAttentionHeads: 12, numKeyValueHeads: 12, headDim: 64, maxPositionEmbeddings: 1024 },
 };
 
-function randomWeights(config: LlamaConfig, seed = 1): Map<string, HostTensor> {
+/** Seeded random weights generated while ORT's weight file is written, so the bench process never holds them. */
+function randomWeights(seed = 1): WeightSource {
   let s = seed >>> 0;
   const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.04;
-  const weights = new Map<string, HostTensor>();
-  for (const [name, shape] of expectedTensors(config)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const v = new Float32Array(n);
-    if (name.endsWith('norm.weight')) v.fill(1); else for (let i = 0; i < n; i++) v[i] = next();
-    weights.set(name, { dtype: 'f32', shape, data: new Uint8Array(v.buffer) });
-  }
-  return weights;
+  return {
+    tensor: (g, name, shape) => g.initializer(name, 'f32', shape, {
+      byteLength: shape.reduce((a, b) => a * b, 1) * 4,
+      write(dst) {
+        const v = new Float32Array(dst.buffer, dst.byteOffset, dst.byteLength / 4);
+        if (name.endsWith('norm.weight')) v.fill(1); else for (let i = 0; i < v.length; i++) v[i] = next();
+      },
+    }),
+  };
 }
 
 /** GB/s ONNX Runtime reaches reading a large f32 buffer (ReduceSum), best of several runs. */
@@ -67,7 +69,7 @@ async function runOne(name: string, threads: number, tokens: number): Promise<Re
   } else {
     const config = RANDOM_MODELS[name];
     if (!config) throw new Error(`unknown model ${name}`);
-    const lm = await createLlamaModel(config, randomWeights(config), { threads });
+    const lm = await createLlamaModel(config, randomWeights(), { threads });
     model = new PreTrainedCausalLM(lm, config, { path: 'random', format: 'random', tokenizerPath: null });
   }
   const loadMs = performance.now() - t0;

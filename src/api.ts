@@ -9,7 +9,7 @@ import { createLlamaModel } from './models/llama.js';
 import type { LlamaConfig } from './models/config.js';
 import { eosIds } from './models/config.js';
 import type { CausalLM } from './models/types.js';
-import type { HostTensor } from './formats/tensor.js';
+import { checkpointWeights } from './models/checkpointWeights.js';
 import { loadTokenizer, type Tokenizer } from './tokenizers/index.js';
 import { generate, type GenerateOptions, type GenerateResult } from './generate/index.js';
 
@@ -45,9 +45,8 @@ export class AutoModelForCausalLM {
   static async fromPretrained(modelPath: string, options: LoadOptions = {}): Promise<PreTrainedCausalLM> {
     const ckpt = await openCheckpoint(modelPath);
     try {
-      const weights = new Map<string, HostTensor>();
-      for (const name of ckpt.tensorNames()) weights.set(name, ckpt.getTensor(name));
-      const model = await createLlamaModel(ckpt.config, weights, { threads: options.threads });
+      // Tensors are read one at a time while ORT's weight file is written: the process never holds the model twice.
+      const model = await createLlamaModel(ckpt.config, checkpointWeights(ckpt), { threads: options.threads });
       return new PreTrainedCausalLM(model, ckpt.config, { path: ckpt.path, format: ckpt.format, tokenizerPath: ckpt.tokenizerPath });
     } finally {
       ckpt.close();

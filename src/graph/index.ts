@@ -5,5 +5,5 @@ export {
 } from './ir.js';
 export { OPS, type OpDef, type TensorType } from './ops.js';
 export { GraphBuilder, END, type TensorLike } from './builder.js';
-export { toOnnxBytes, toOnnxModel, literalBytes, ONNX_DTYPE, type LowerOptions } from './onnx.js';
+export { toOnnxBytes, toOnnxModel, writeOnnxWithExternalData, literalBytes, ONNX_DTYPE, type LowerOptions } from './onnx.js';
 export { gradients, reduceToShape, DIFFERENTIABLE_OPS, type GradientSeed } from './autodiff.js';

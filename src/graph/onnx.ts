@@ -3,7 +3,9 @@
  * `onnx-proto`'s protobufjs classes. Weights are not put in the protobufjs message: `toOnnxBytes` frames them as
  * `graph.initializer` records itself, writing each weight's bytes once, straight into the final buffer.
  */
+import { closeSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import onnxProto from 'onnx-proto';
+import { OP_DOMAINS } from './contrib.js';
 import { floatToBf16, floatToHalf, type DType } from './dtypes.js';
 import { GraphError, type AttrValue, type Dim, type Graph, type Node, type Shape, type Tensor } from './ir.js';
 
@@ -173,7 +175,7 @@ function lowerNode(node: Node, ins: string[], outs: string[], ctx: LowerCtx): vo
       return emit(node.op === 'ReshapeLike' ? 'Reshape' : 'Expand', [ins[0], shape]);
     }
     default:
-      return emit(node.op, ins, genericAttrs(a));
+      return emit(node.op, ins, genericAttrs(a), OP_DOMAINS.get(node.op) ?? '');
   }
 }
 
@@ -273,4 +275,37 @@ export function toOnnxBytes(graph: Graph, opts: LowerOptions = {}): Uint8Array {
   pos += rest.length;
   if (pos !== total) throw new GraphError(`internal: wrote ${pos} of ${total} model bytes`);
   return buf;
+}
+
+/** Offsets of external weights are page aligned so ONNX Runtime can memory-map them instead of copying. */
+const EXTERNAL_ALIGNMENT = 4096;
+
+/**
+ * Writes `modelPath` (the graph) and `modelPath + '.data'` (every weight, as ONNX external data), one tensor in memory
+ * at a time. ONNX Runtime memory-maps page-aligned external data, so a session made from these files holds the weights
+ * once, in the page cache, and models over protobuf's 2 GiB limit work. Returns the data file's path.
+ */
+export function writeOnnxWithExternalData(graph: Graph, modelPath: string, opts: LowerOptions = {}): string {
+  const dataPath = `${modelPath}.data`;
+  const location = dataPath.slice(dataPath.lastIndexOf('/') + 1);
+  const { model, weights } = lower(graph, opts);
+  const fd = openSync(dataPath, 'w');
+  try {
+    let offset = 0;
+    for (const t of weights) {
+      const bytes = weightBytes(t);
+      offset = Math.ceil(offset / EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT;
+      writeSync(fd, bytes, 0, bytes.byteLength, offset);
+      model.graph!.initializer!.push({
+        ...weightProto(t),
+        dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+        externalData: [{ key: 'location', value: location }, { key: 'offset', value: String(offset) }, { key: 'length', value: String(bytes.byteLength) }],
+      });
+      offset += bytes.byteLength;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  writeFileSync(modelPath, onnx.ModelProto.encode(model).finish());
+  return dataPath;
 }

@@ -1,10 +1,9 @@
 /** Llama / Mistral causal LM executed by onnxruntime: one decoder graph for prefill and cached decoding. */
 import type { HostTensor } from '../formats/tensor.js';
-import { toOnnxBytes } from '../graph/index.js';
-import { feeds, Session, type OrtTensor, type SessionOptions } from '../runtime/index.js';
+import { feeds, Session, sessionFromGraph, type OrtTensor, type SessionOptions } from '../runtime/index.js';
 import type { LlamaConfig } from './config.js';
 import { LlamaKVCache } from './kvCache.js';
-import { buildLlamaGraph, LLAMA_IO } from './llamaGraph.js';
+import { buildLlamaGraph, LLAMA_IO, type WeightSource } from './llamaGraph.js';
 import type { CausalLM, ForwardArgs, ForwardResult, KVCache } from './types.js';
 
 export { LlamaKVCache } from './kvCache.js';
@@ -25,10 +24,13 @@ export class ForwardError extends Error {
 export class LlamaModel implements CausalLM {
   private constructor(readonly config: LlamaConfig, private readonly session: Session) {}
 
-  /** Validate `weights` (canonical HF names and layout; f32/f16/bf16, computed in f32), build the graph and load it. */
-  static async create(config: LlamaConfig, weights: ReadonlyMap<string, HostTensor>, opts: LlamaModelOptions = {}): Promise<LlamaModel> {
-    const bytes = toOnnxBytes(buildLlamaGraph(config, weights), { docString: `slimlm ${config.modelType} decoder` });
-    const session = await Session.create(bytes, { threads: opts.threads, optimizationLevel: opts.optimizationLevel });
+  /**
+   * Validate `weights` (canonical HF names and layout; f32/f16/bf16, computed in f32) or take any WeightSource
+   * (e.g. one reading a checkpoint lazily), build the graph and load it; ORT maps the weights from a file it owns.
+   */
+  static async create(config: LlamaConfig, weights: ReadonlyMap<string, HostTensor> | WeightSource, opts: LlamaModelOptions = {}): Promise<LlamaModel> {
+    const graph = buildLlamaGraph(config, weights);
+    const session = await sessionFromGraph(graph, { threads: opts.threads, optimizationLevel: opts.optimizationLevel, lower: { docString: `slimlm ${config.modelType} decoder` } });
     return new LlamaModel(config, session);
   }
 
@@ -90,6 +92,6 @@ export class LlamaModel implements CausalLM {
   }
 }
 
-export function createLlamaModel(config: LlamaConfig, weights: ReadonlyMap<string, HostTensor>, opts?: LlamaModelOptions): Promise<LlamaModel> {
+export function createLlamaModel(config: LlamaConfig, weights: ReadonlyMap<string, HostTensor> | WeightSource, opts?: LlamaModelOptions): Promise<LlamaModel> {
   return LlamaModel.create(config, weights, opts);
 }

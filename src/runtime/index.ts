@@ -1,1 +1,2 @@
 export { Session, SessionError, feeds, ort, type OrtTensor, type SessionOptions } from './session.js';
+export { sessionFromGraph } from './fromGraph.js';

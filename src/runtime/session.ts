@@ -9,6 +9,8 @@ export interface SessionOptions {
   optimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   /** Reuse a memory plan across runs of equal shapes (ORT default true). */
   enableMemPattern?: boolean;
+  /** Keep weights as given instead of re-packing them for GEMM (halves weight memory; little effect on decode). */
+  disablePrepacking?: boolean;
   /** ORT log level: 0 verbose … 3 error (default), 4 fatal. */
   logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
 }
@@ -21,16 +23,21 @@ export class Session {
   private disposed = false;
   private constructor(private readonly session: ort.InferenceSession) {}
 
-  static async create(model: Uint8Array, opts: SessionOptions = {}): Promise<Session> {
+  /** From model bytes, or from a model file path (whose external data ORT memory-maps). */
+  static async create(model: Uint8Array | string, opts: SessionOptions = {}): Promise<Session> {
     try {
-      const session = await ort.InferenceSession.create(model, {
+      const options: ort.InferenceSession.SessionOptions = {
         ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}),
         interOpNumThreads: 1,
         executionMode: 'sequential',
         graphOptimizationLevel: opts.optimizationLevel ?? 'all',
         enableMemPattern: opts.enableMemPattern ?? true,
         logSeverityLevel: opts.logSeverityLevel ?? 3,
-      });
+        ...(opts.disablePrepacking ? { extra: { session: { disable_prepacking: '1' } } } : {}),
+      };
+      const session = typeof model === 'string'
+        ? await ort.InferenceSession.create(model, options)
+        : await ort.InferenceSession.create(model, options);
       return new Session(session);
     } catch (e) {
       throw new SessionError(`onnxruntime could not load the model: ${(e as Error).message}`);
