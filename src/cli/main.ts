@@ -6,12 +6,14 @@ import { exportCommand } from './commands/export.js';
 import { generate } from './commands/generate.js';
 import { inspect } from './commands/inspect.js';
 import { tokenize } from './commands/tokenize.js';
+import { teacherCache } from './commands/teacher-cache.js';
 
 const commands: Record<string, Command> = {
   generate,
   tokenize,
   inspect,
   export: exportCommand,
+  'teacher-cache': teacherCache,
 };
 
 function help(): string {

@@ -64,12 +64,10 @@ export function defaultStudentShape(teacher: LlamaConfig, fraction = 0.1): Stude
   const target = parameterCount(teacher) * fraction;
   const D = teacher.headDim;
   const ffnRatio = teacher.intermediateSize / teacher.hiddenSize;
-  const kvRatio = teacher.numKeyValueHeads / teacher.numAttentionHeads;
   let best: { shape: StudentShape; score: number } | null = null;
   for (let layers = 1; layers <= teacher.numHiddenLayers; layers++) {
     for (let heads = 1; heads <= teacher.numAttentionHeads; heads++) {
-      let kv = Math.max(1, Math.round(heads * kvRatio));
-      while (heads % kv) kv--;
+      const kv = kvFor(heads, teacher);
       const hidden = heads * D;
       const shape: StudentShape = {
         hiddenSize: hidden, numHiddenLayers: layers, numAttentionHeads: heads, numKeyValueHeads: kv,
@@ -83,6 +81,13 @@ export function defaultStudentShape(teacher: LlamaConfig, fraction = 0.1): Stude
     }
   }
   return best!.shape;
+}
+
+/** KV heads keeping the teacher's query/KV ratio, rounded down to a divisor of `heads`. */
+function kvFor(heads: number, teacher: LlamaConfig): number {
+  let kv = Math.max(1, Math.round((heads * teacher.numKeyValueHeads) / teacher.numAttentionHeads));
+  while (heads % kv) kv--;
+  return kv;
 }
 
 function applyShape(teacher: LlamaConfig, s: StudentShape): LlamaConfig {
@@ -113,8 +118,8 @@ export function studentConfig(teacher: LlamaConfig, spec?: string): LlamaConfig 
     hiddenSize: hidden,
     numHiddenLayers: given.numHiddenLayers ?? base.numHiddenLayers,
     numAttentionHeads: heads,
-    numKeyValueHeads: given.numKeyValueHeads ?? Math.max(1, Math.round(heads * teacher.numKeyValueHeads / teacher.numAttentionHeads)),
-    intermediateSize: given.intermediateSize ?? Math.max(8, Math.round((hidden * teacher.intermediateSize / teacher.hiddenSize) / 8) * 8),
+    numKeyValueHeads: given.numKeyValueHeads ?? (heads === base.numAttentionHeads ? base.numKeyValueHeads : kvFor(heads, teacher)),
+    intermediateSize: given.intermediateSize ?? (hidden === base.hiddenSize ? base.intermediateSize : Math.max(8, Math.round((hidden * teacher.intermediateSize / teacher.hiddenSize) / 8) * 8)),
     headDim: given.headDim ?? hidden / heads,
     tieWordEmbeddings: given.tieWordEmbeddings ?? teacher.tieWordEmbeddings,
   };
