@@ -5,6 +5,8 @@ import { UsageError, type Command } from './common.js';
 import { exportCommand } from './commands/export.js';
 import { generate } from './commands/generate.js';
 import { inspect } from './commands/inspect.js';
+import { distill } from './commands/distill.js';
+import { train } from './commands/train.js';
 import { tokenize } from './commands/tokenize.js';
 import { teacherCache } from './commands/teacher-cache.js';
 
@@ -12,6 +14,8 @@ const commands: Record<string, Command> = {
   generate,
   tokenize,
   inspect,
+  distill,
+  train,
   export: exportCommand,
   'teacher-cache': teacherCache,
 };
