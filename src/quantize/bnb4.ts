@@ -173,8 +173,14 @@ function pyJson(v: unknown): string {
 
 const u8 = (a: Float32Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
-/** The tensors bitsandbytes/transformers save for the 4-bit weight `name` (e.g. `model.layers.0.mlp.up_proj.weight`). */
-export function bnb4ToHF(name: string, q: Bnb4Tensor): [string, HostTensor][] {
+/** Bytes of the packed quant state JSON, padded with spaces (valid JSON whitespace) when it is shorter. */
+export const BNB4_STATE_BYTES = 224;
+
+/**
+ * The tensors bitsandbytes/transformers save for the 4-bit weight `name` (e.g. `model.layers.0.mlp.up_proj.weight`).
+ * `padState` pads the quant-state JSON to BNB4_STATE_BYTES so streaming writers know every size up front.
+ */
+export function bnb4ToHF(name: string, q: Bnb4Tensor, padState = false): [string, HostTensor][] {
   const state: Record<string, unknown> = { quant_type: q.quantType, blocksize: q.blocksize, dtype: q.dtype, shape: q.shape };
   const out: [string, HostTensor][] = [
     [name, { dtype: 'u8', shape: [q.packed.length, 1], data: q.packed }],
@@ -186,7 +192,12 @@ export function bnb4ToHF(name: string, q: Bnb4Tensor): [string, HostTensor][] {
     out.push([`${name}.nested_quant_map`, { dtype: 'f32', shape: [q.nested.code.length], data: u8(q.nested.code) }]);
     Object.assign(state, { nested_blocksize: q.nested.blocksize, nested_dtype: 'float32', nested_offset: q.nested.offset });
   }
-  const json = new TextEncoder().encode(pyJson(state));
+  let text = pyJson(state);
+  if (padState) {
+    if (text.length > BNB4_STATE_BYTES) throw new RangeError(`${name}: quant state ${text} exceeds ${BNB4_STATE_BYTES} bytes`);
+    text = text.padEnd(BNB4_STATE_BYTES, ' ');
+  }
+  const json = new TextEncoder().encode(text);
   out.push([`${name}.quant_state.bitsandbytes__${q.quantType}`, { dtype: 'u8', shape: [json.length], data: json }]);
   return out;
 }

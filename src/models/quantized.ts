@@ -1,0 +1,129 @@
+/**
+ * Quantized Linear layers for the decoder graph, through buildLlamaGraph's WeightSource `linear` hook:
+ *  - int4 / int8 blockwise → com.microsoft MatMulNBits (accuracy_level 4: activations quantized to int8 per block and
+ *    int8 dot products; without it the 8-bit kernel dequantizes to fp32 first and is far slower);
+ *  - int8 per row → com.microsoft DynamicQuantizeMatMul (B int8 [K, N], one scale per output row);
+ *  - NF4 / FP4 (bitsandbytes) → MatMulBnb4 (exact), or the fast route: each NF4 block re-coded as an 8-bit MatMulNBits
+ *    block with the same scale (q8 = round(127 · code[q4]), scale = absmax / 127; error ≤ absmax/254 per weight,
+ *    ~16× below NF4's own step) — see docs/QUANTIZATION.md for the measured trade-off;
+ *  - float (embeddings, norms, and any Linear the recipe keeps) → f32 initializers (f16/bf16 converted while written).
+ * Weights are produced lazily while the graph is serialized: quantizing from a float checkpoint keeps about one tensor
+ * in memory at a time, and pre-quantized checkpoints are copied from their (memory-mapped) files.
+ */
+import { numel, type HostTensor } from '../formats/tensor.js';
+import { writeAsF32, type GraphBuilder, type Tensor } from '../graph/index.js';
+import '../graph/contrib.js';
+import { blockScales, type Bnb4Tensor } from '../quantize/bnb4.js';
+import { nbitsBlocks, type Int8RowWeight, type NBitsWeight } from '../quantize/nbits.js';
+import type { WeightSource } from './llamaGraph.js';
+
+export type QuantizedLinear =
+  | { kind: 'nbits'; w: NBitsWeight }
+  | { kind: 'int8-row'; w: Int8RowWeight }
+  | { kind: 'bnb4'; w: Bnb4Tensor }
+  | { kind: 'float'; w: HostTensor };
+
+/** What the graph needs to know before the weight's bytes exist. */
+export type LinearLayout =
+  | { kind: 'nbits'; bits: 4 | 8; blockSize: number; symmetric: boolean }
+  | { kind: 'int8-row' }
+  | { kind: 'bnb4'; quantType: 'nf4' | 'fp4'; blocksize: number }
+  | { kind: 'float' };
+
+export interface QuantizedWeightProvider {
+  /** Non-Linear tensors (embeddings, norms) and float Linear weights, HF layout, f32/f16/bf16. */
+  tensor(name: string): HostTensor;
+  /** The layout of Linear `name` [N, K]; called while the graph is built. */
+  layout(name: string, shape: readonly number[]): LinearLayout;
+  /** The Linear's data in that layout; called while the graph is serialized (may quantize on the spot). */
+  linear(name: string, shape: readonly number[]): QuantizedLinear;
+}
+
+export interface QuantizedSourceOptions {
+  /** MatMulNBits accuracy_level (0 = fp32 compute, 4 = int8 activations). Default 4. */
+  accuracyLevel?: number;
+  /** NF4/FP4 execution: 'int8' (re-coded into 8-bit MatMulNBits blocks, fast) or 'bnb4' (MatMulBnb4, exact, slow). Default 'int8'. */
+  nf4Route?: 'int8' | 'bnb4';
+}
+
+const u8 = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/** Re-code bnb 4-bit blocks as 8-bit MatMulNBits blocks of the same size (rows of K must be whole blocks). */
+export function bnb4ToNBits8(q: Bnb4Tensor): NBitsWeight {
+  const [N, K] = q.shape;
+  if (K % q.blocksize !== 0) throw new RangeError(`bnb4 → int8: row length ${K} is not a multiple of the block size ${q.blocksize}`);
+  const levels = Uint8Array.from(q.code, (c) => Math.round(c * 127) + 128);
+  const scales = blockScales(q).map((s) => Math.fround(s / 127));
+  const B = new Uint8Array(N * K);
+  for (let i = 0; i < N * K; i++) { const byte = q.packed[i >> 1]; B[i] = levels[i & 1 ? byte & 15 : byte >> 4]; }
+  return { bits: 8, blockSize: q.blocksize, N, K, B, scales, zeroPoints: null };
+}
+
+/** A WeightSource whose Linear layers run quantized. Keeps one quantized Linear in memory at a time while serializing. */
+export function quantizedWeightSource(p: QuantizedWeightProvider, opts: QuantizedSourceOptions = {}): WeightSource {
+  const accuracyLevel = opts.accuracyLevel ?? 4;
+  const nf4Route = opts.nf4Route ?? 'int8';
+  let memo: { name: string; q: QuantizedLinear } | null = null;
+  const data = (name: string, shape: readonly number[]): QuantizedLinear => {
+    if (memo?.name !== name) memo = { name, q: p.linear(name, shape) };
+    let q = memo.q;
+    if (q.kind === 'bnb4' && nf4Route === 'int8' && q.w.shape[1] % q.w.blocksize === 0) memo.q = q = { kind: 'nbits', w: bnb4ToNBits8(q.w) };
+    return q;
+  };
+  const lazy = (g: GraphBuilder, name: string, dtype: 'u8' | 'i8' | 'f32', dims: number[], bytes: () => Uint8Array) =>
+    g.initializer(name, dtype, dims, {
+      byteLength: numel(dims) * (dtype === 'f32' ? 4 : 1),
+      write(dst) { dst.set(bytes()); },
+    });
+  const floatInit = (g: GraphBuilder, name: string, shape: number[], get: () => HostTensor) =>
+    g.initializer(name, 'f32', shape, {
+      byteLength: numel(shape) * 4,
+      write(dst) {
+        const t = get();
+        if (t.dtype !== 'f32' && t.dtype !== 'f16' && t.dtype !== 'bf16') throw new Error(`${name}: dtype ${t.dtype} is not a float`);
+        writeAsF32(t.dtype, t.data, dst);
+      },
+    });
+  const floats = new Map<string, Tensor>(); // a tied embedding serves the gather and the float LM head from one initializer
+  const floatTensor = (g: GraphBuilder, name: string, shape: number[]) => {
+    let t = floats.get(name);
+    if (!t) floats.set(name, t = floatInit(g, name, shape, () => p.tensor(name)));
+    return t;
+  };
+  return {
+    tensor: floatTensor,
+    linear(g: GraphBuilder, x: Tensor, name: string, shape: number[]): Tensor {
+      const [N, K] = shape;
+      let layout = p.layout(name, shape);
+      // Blocks run over the flattened weight; only rows made of whole blocks can be re-coded block for block.
+      if (layout.kind === 'bnb4' && nf4Route === 'int8' && K % layout.blocksize === 0) layout = { kind: 'nbits', bits: 8, blockSize: layout.blocksize, symmetric: true };
+      switch (layout.kind) {
+        case 'float': return g.matMul(x, floatTensor(g, name, shape), { transB: true });
+        case 'nbits': {
+          const { bits, blockSize, symmetric } = layout;
+          const blocks = nbitsBlocks(K, blockSize);
+          const nb = () => { const q = data(name, shape); if (q.kind !== 'nbits') throw new Error(`${name}: expected MatMulNBits data, got ${q.kind}`); return q.w; };
+          const inputs = [x,
+            lazy(g, `${name}.qweight`, 'u8', [N, blocks, (blockSize * bits) / 8], () => nb().B),
+            lazy(g, `${name}.scales`, 'f32', [N * blocks], () => u8(nb().scales))];
+          if (!symmetric) inputs.push(lazy(g, `${name}.qzeros`, 'u8', [bits === 4 ? N * Math.ceil(blocks / 2) : N * blocks], () => nb().zeroPoints!));
+          return g.op('MatMulNBits', inputs, { K, N, bits, block_size: blockSize, accuracy_level: accuracyLevel });
+        }
+        case 'int8-row': {
+          const rw = () => { const q = data(name, shape); if (q.kind !== 'int8-row') throw new Error(`${name}: expected int8 rows, got ${q.kind}`); return q.w; };
+          return g.op('DynamicQuantizeMatMul', [x,
+            lazy(g, `${name}.qweight`, 'i8', [K, N], () => u8(rw().BT)),
+            lazy(g, `${name}.scales`, 'f32', [N], () => u8(rw().scales))]);
+        }
+        case 'bnb4': {
+          const bw = () => { const q = data(name, shape); if (q.kind !== 'bnb4') throw new Error(`${name}: expected bnb4 data, got ${q.kind}`); return q.w; };
+          const blocks = Math.ceil((N * K) / layout.blocksize);
+          return g.op('MatMulBnb4', [x,
+            lazy(g, `${name}.qweight`, 'u8', [Math.ceil((N * K) / 2)], () => bw().packed),
+            lazy(g, `${name}.absmax`, 'f32', [blocks], () => u8(blockScales(bw())))],
+          { K, N, block_size: layout.blocksize, quant_type: layout.quantType === 'nf4' ? 1 : 0 });
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,66 @@
+/**
+ * Which tensors get which quantization: the documented, overridable recipe of `slimlm quantize` / `slimlm eval --type`.
+ * Defaults (docs/QUANTIZATION.md):
+ *  - norms and the token embedding (read by Gather) stay in their float dtype;
+ *  - every Linear inside the decoder layers gets the chosen type;
+ *  - the LM head: int4/int4-asym → 8-bit blocks of 32 (the role llama.cpp gives Q6_K/Q8_0 on `output.weight`);
+ *    nf4/fp4 → kept in float, as transformers + bitsandbytes do (`llm_int8_skip_modules` = lm_head); int8 → int8.
+ *  `keep` (a RegExp on HF names) keeps more Linear layers in float; `lmHead` overrides the head's treatment.
+ */
+import type { LinearLayout, QuantizedLinear } from '../models/quantized.js';
+import { quantizeBnb4 } from './bnb4.js';
+import { quantizeInt8Rows, quantizeNBits } from './nbits.js';
+
+export const LINEAR_QUANT_TYPES = ['nf4', 'fp4', 'int8', 'int8-row', 'int4', 'int4-asym'] as const;
+export type LinearQuantType = (typeof LINEAR_QUANT_TYPES)[number];
+
+export interface QuantRecipe {
+  type: LinearQuantType;
+  /** Block size: 64 for nf4/fp4 (bitsandbytes), 32 for int4/int8 by default. */
+  blockSize?: number;
+  /** bitsandbytes double quantization of the absmax values (nf4/fp4). */
+  doubleQuant?: boolean;
+  /** Linear weights (HF names) kept in float. */
+  keep?: RegExp;
+  /** LM head: 'int8' (8-bit blocks of 32), 'float', or 'same' as the other Linear layers. */
+  lmHead?: 'int8' | 'float' | 'same';
+}
+
+const LM_HEAD = /^(lm_head\.weight|model\.embed_tokens\.weight)$/;
+
+export function recipeBlockSize(r: QuantRecipe): number {
+  return r.blockSize ?? (r.type === 'nf4' || r.type === 'fp4' ? 64 : 32);
+}
+
+function headTreatment(r: QuantRecipe): 'int8' | 'float' | 'same' {
+  return r.lmHead ?? (r.type === 'nf4' || r.type === 'fp4' ? 'float' : r.type.startsWith('int4') ? 'int8' : 'same');
+}
+
+/** Layout of Linear `name` (the LM head is `lm_head.weight`, or `model.embed_tokens.weight` when tied). */
+export function recipeLayout(r: QuantRecipe, name: string): LinearLayout {
+  if (r.keep?.test(name)) return { kind: 'float' };
+  const block = recipeBlockSize(r);
+  if (LM_HEAD.test(name)) {
+    const head = headTreatment(r);
+    if (head === 'float') return { kind: 'float' };
+    if (head === 'int8') return { kind: 'nbits', bits: 8, blockSize: 32, symmetric: true };
+  }
+  switch (r.type) {
+    case 'nf4': case 'fp4': return { kind: 'bnb4', quantType: r.type, blocksize: block };
+    case 'int8': return { kind: 'nbits', bits: 8, blockSize: block, symmetric: true };
+    case 'int8-row': return { kind: 'int8-row' };
+    case 'int4': return { kind: 'nbits', bits: 4, blockSize: block, symmetric: true };
+    case 'int4-asym': return { kind: 'nbits', bits: 4, blockSize: block, symmetric: false };
+  }
+}
+
+/** Quantize one Linear weight [N, K] (f32 values) as `layout` says. `dtype` is recorded in bnb's quant state. */
+export function quantizeLinear(layout: LinearLayout, r: QuantRecipe, w: Float32Array, shape: readonly number[], dtype = 'float32'): QuantizedLinear {
+  const [N, K] = shape;
+  switch (layout.kind) {
+    case 'float': return { kind: 'float', w: { dtype: 'f32', shape: [N, K], data: new Uint8Array(w.buffer, w.byteOffset, w.byteLength) } };
+    case 'bnb4': return { kind: 'bnb4', w: quantizeBnb4(w, [N, K], { quantType: layout.quantType, blocksize: layout.blocksize, doubleQuant: r.doubleQuant ?? true, dtype }) };
+    case 'nbits': return { kind: 'nbits', w: quantizeNBits(w, N, K, { bits: layout.bits, blockSize: layout.blockSize, symmetric: layout.symmetric }) };
+    case 'int8-row': return { kind: 'int8-row', w: quantizeInt8Rows(w, N, K) };
+  }
+}
