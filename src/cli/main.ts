@@ -3,20 +3,28 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { UsageError, type Command } from './common.js';
 import { exportCommand } from './commands/export.js';
+import { evalCommand } from './commands/eval.js';
+import { quantize } from './commands/quantize.js';
+import { chat } from './commands/chat.js';
 import { generate } from './commands/generate.js';
 import { inspect } from './commands/inspect.js';
 import { distill } from './commands/distill.js';
 import { train } from './commands/train.js';
+import { serve } from './commands/serve.js';
 import { tokenize } from './commands/tokenize.js';
 import { teacherCache } from './commands/teacher-cache.js';
 
 const commands: Record<string, Command> = {
   generate,
+  chat,
+  serve,
   tokenize,
   inspect,
   distill,
   train,
   export: exportCommand,
+  quantize,
+  eval: evalCommand,
   'teacher-cache': teacherCache,
 };
 
