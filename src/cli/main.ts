@@ -3,8 +3,6 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { UsageError, type Command } from './common.js';
 import { exportCommand } from './commands/export.js';
-import { evalCommand } from './commands/eval.js';
-import { quantize } from './commands/quantize.js';
 import { chat } from './commands/chat.js';
 import { generate } from './commands/generate.js';
 import { inspect } from './commands/inspect.js';
@@ -23,8 +21,6 @@ const commands: Record<string, Command> = {
   distill,
   train,
   export: exportCommand,
-  quantize,
-  eval: evalCommand,
   'teacher-cache': teacherCache,
 };
 
