@@ -12,7 +12,7 @@
  * the last listed shard. Rows are found by content (their key), so training may shuffle, re-batch and split freely as long
  * as the tokenized rows are the same; a different dataset fails the fingerprint check instead of training on wrong targets.
  */
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { writeBytesAtomic } from '../../formats/atomic.js';
@@ -141,6 +141,8 @@ export async function buildTeacherCache(o: BuildCacheOptions): Promise<BuildCach
       kept.push(s);
     }
     manifest = { ...old, shards: kept, complete: false };
+    // Temp files of a killed write (see formats/atomic.ts) are garbage.
+    for (const f of readdirSync(out)) if (/^\.(shard-\d+\.bin|manifest\.json)\.\d+\.[0-9a-f]+\.tmp$/.test(f)) rmSync(join(out, f), { force: true });
   }
   const resumedFromRow = manifest.shards.reduce((n, s) => n + s.rows, 0);
   let positionsDone = manifest.shards.reduce((n, s) => n + s.positions, 0);
