@@ -49,6 +49,7 @@ const $ = (id) => document.getElementById(id);
 const log = $('log'), input = $('input'), send = $('send'), stop = $('stop');
 let history = [];
 let modelId = null;
+let maxTokens = 256;
 let controller = null;
 let apiKey = localStorage.getItem('slimlm.apiKey') || '';
 
@@ -79,6 +80,7 @@ async function loadModel() {
     const res = await api('/v1/models');
     const body = await res.json();
     modelId = body.data[0].id;
+    if (body.data[0].context_length) maxTokens = Math.min(maxTokens, Math.floor(body.data[0].context_length / 2));
     $('model').textContent = modelId + ' · context ' + (body.data[0].context_length || '?') + ' tokens';
   } catch (e) {
     $('model').textContent = 'cannot reach the server: ' + e.message;
@@ -87,7 +89,7 @@ async function loadModel() {
 
 async function ask(text) {
   history.push({ role: 'user', content: text });
-  bubble('user', text);
+  const mine = bubble('user', text);
   const out = bubble('assistant', '');
   const stats = document.createElement('div');
   stats.className = 'stats';
@@ -96,13 +98,21 @@ async function ask(text) {
   const t0 = performance.now();
   let first = 0, reply = '', usage = null, finish = null;
   try {
-    const res = await api('/v1/chat/completions', {
-      method: 'POST', signal: controller.signal,
-      body: JSON.stringify({ model: modelId, messages: history, stream: true, stream_options: { include_usage: true } }),
-    });
-    if (!res.ok) {
-      const err = await res.json().catch(() => ({}));
-      throw new Error((err.error && err.error.message) || res.status + ' ' + res.statusText);
+    let res;
+    for (;;) {
+      res = await api('/v1/chat/completions', {
+        method: 'POST', signal: controller.signal,
+        body: JSON.stringify({ model: modelId, messages: history, max_tokens: maxTokens, stream: true, stream_options: { include_usage: true } }),
+      });
+      if (res.ok) break;
+      const err = (await res.json().catch(() => ({}))).error || {};
+      // Keep the conversation inside the context window: forget the oldest turn and ask again.
+      if (err.code === 'context_length_exceeded' && history.length > 1) {
+        history.splice(0, 2);
+        log.insertBefore(bubble('system', '(the oldest turn was dropped to fit the context)'), mine);
+        continue;
+      }
+      throw new Error(err.message || res.status + ' ' + res.statusText);
     }
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = '';

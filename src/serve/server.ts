@@ -186,7 +186,11 @@ class Handler {
     const param = chat ? 'messages' : 'prompt';
     if (promptTokens === 0) throw new ApiError(400, 'the prompt is empty', 'invalid_request_error', param, 'invalid_value');
     const wanted = p.maxTokens ?? ctx - promptTokens;
-    if (promptTokens >= ctx || promptTokens + wanted > ctx) {
+    if (promptTokens >= ctx) {
+      throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, your ${param} resulted in ${promptTokens} tokens. ` +
+        `Please reduce the length of the ${param}.`, 'invalid_request_error', param, 'context_length_exceeded');
+    }
+    if (promptTokens + wanted > ctx) {
       throw new ApiError(400, `This model's maximum context length is ${ctx} tokens. However, you requested ${promptTokens + wanted} tokens ` +
         `(${promptTokens} in the ${param}, ${wanted} in the completion). Please reduce the length of the ${param} or completion.`,
         'invalid_request_error', param, 'context_length_exceeded');
