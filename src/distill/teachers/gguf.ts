@@ -21,6 +21,11 @@ export interface GGUFTeacherOptions {
   threads?: number;
   /** Context length to allocate (default 512, grown when a longer row arrives). */
   contextSize?: number;
+  /**
+   * KV cache precision: llama.cpp's default F16 (half the memory; ~5e-3 error in log-probs) or F32, which also turns off
+   * flash attention (its CPU path computes Q·K in F16) so the output matches an f32 reference to ~1e-4.
+   */
+  kvCacheType?: 'F16' | 'F32';
 }
 
 export class GGUFTeacher implements Teacher {
@@ -61,7 +66,9 @@ export class GGUFTeacher implements Teacher {
     if (this.context && this.context.contextSize >= length) return this.context;
     await this.context?.dispose();
     const size = Math.max(length, this.opts.contextSize ?? 512);
-    this.context = await this.model.createContext({ contextSize: size, batchSize: size, sequences: 1, threads: this.opts.threads ?? 0 });
+    this.context = await this.model.createContext({ contextSize: size, batchSize: size, sequences: 1, threads: this.opts.threads ?? 0,
+      experimentalKvCacheKeyType: this.opts.kvCacheType ?? 'F16', experimentalKvCacheValueType: this.opts.kvCacheType ?? 'F16',
+      ...(this.opts.kvCacheType === 'F32' ? { flashAttention: false } : {}) });
     return this.context;
   }
 
