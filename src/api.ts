@@ -5,6 +5,8 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openCheckpoint, type Checkpoint } from './models/checkpoint.js';
+import { isQuantizedCheckpoint } from './models/quantizedCheckpoint.js';
+import { loadModel } from './models/quantizedModel.js';
 import { createLlamaModel } from './models/llama.js';
 import type { LlamaConfig } from './models/config.js';
 import { eosIds } from './models/config.js';
@@ -43,6 +45,10 @@ export class PreTrainedCausalLM {
 
 export class AutoModelForCausalLM {
   static async fromPretrained(modelPath: string, options: LoadOptions = {}): Promise<PreTrainedCausalLM> {
+    if (isQuantizedCheckpoint(modelPath)) {
+      const q = await loadModel(modelPath, { threads: options.threads });
+      return new PreTrainedCausalLM(q.model, q.config, { path: modelPath, format: q.format, tokenizerPath: q.tokenizerPath });
+    }
     const ckpt = await openCheckpoint(modelPath);
     try {
       // Tensors are read one at a time while ORT's weight file is written: the process never holds the model twice.

@@ -3,6 +3,8 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { UsageError, type Command } from './common.js';
 import { exportCommand } from './commands/export.js';
+import { evalCommand } from './commands/eval.js';
+import { quantize } from './commands/quantize.js';
 import { chat } from './commands/chat.js';
 import { generate } from './commands/generate.js';
 import { inspect } from './commands/inspect.js';
@@ -21,6 +23,8 @@ const commands: Record<string, Command> = {
   distill,
   train,
   export: exportCommand,
+  quantize,
+  eval: evalCommand,
   'teacher-cache': teacherCache,
 };
 

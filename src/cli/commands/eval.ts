@@ -1,0 +1,64 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { loadModel } from '../../models/quantizedModel.js';
+import { evaluatePerplexity, type EvalResult } from '../../eval/perplexity.js';
+import { LINEAR_QUANT_TYPES, type LinearQuantType } from '../../quantize/recipe.js';
+import { loadTokenizer } from '../../tokenizers/index.js';
+import { progressBar } from '../progress.js';
+import { humanBytes, int, str, threads, threadsOption, UsageError, type Command } from '../common.js';
+
+export interface EvalReport extends EvalResult {
+  model: string;
+  type: string;
+  sizeBytes: number;
+  peakRssBytes: number;
+  ctx: number;
+}
+
+export const evalCommand: Command = {
+  summary: 'perplexity (llama.cpp windows), and KL / top-1 agreement against a reference model',
+  usage: `slimlm eval --model PATH --data FILE [--reference PATH] [--ctx N] [--chunks N] [--type TYPE] [--tokenizer PATH]
+              [--json FILE] [--threads N]
+  Windows: non-overlapping chunks of --ctx tokens (default 128), BOS over each chunk's first token, only the second
+  half of each chunk scored — llama.cpp's perplexity tool with --ppl-stride 0. --type quantizes the model's Linear
+  layers on the fly (${LINEAR_QUANT_TYPES.join(', ')}). Reports size on disk, peak RSS and tokens/s (prompt processing).`,
+  options: {
+    model: { type: 'string' }, data: { type: 'string' }, reference: { type: 'string' }, ctx: { type: 'string' }, chunks: { type: 'string' },
+    type: { type: 'string' }, tokenizer: { type: 'string' }, json: { type: 'string' }, ...threadsOption,
+  },
+  async run(v) {
+    const modelPath = str(v, 'model'), data = str(v, 'data');
+    if (!modelPath || !data) throw new UsageError('--model and --data are required');
+    const type = str(v, 'type');
+    if (type && !LINEAR_QUANT_TYPES.includes(type as LinearQuantType)) throw new UsageError(`--type must be one of ${LINEAR_QUANT_TYPES.join(', ')}`);
+    const ctx = int(v, 'ctx', 128)!;
+    const ref = str(v, 'reference') ? await loadModel(str(v, 'reference')!, { threads: threads(v) }) : null;
+    const m = await loadModel(modelPath, { threads: threads(v), quantize: type ? { type: type as LinearQuantType } : undefined });
+    try {
+      const tokPath = str(v, 'tokenizer') ?? m.tokenizerPath;
+      if (!tokPath) throw new UsageError('no tokenizer found next to the model; pass --tokenizer');
+      const tok = await loadTokenizer(tokPath);
+      const ids = tok.encode(readFileSync(data, 'utf8'), { addBos: false });
+      const chunks = int(v, 'chunks');
+      const bar = progressBar('eval', Math.min(Math.floor(ids.length / ctx), chunks ?? Infinity), 'chunks');
+      const r = await evaluatePerplexity(m.model, ids, { ctx, bosId: tok.bosId, maxChunks: chunks, onChunk: () => bar.tick() }, ref?.model);
+      bar.done();
+      const report: EvalReport = { model: modelPath, type: type ?? m.format, sizeBytes: m.storedBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024, ctx, ...r };
+      const lines = [
+        `model        ${modelPath}${type ? ` (quantized on the fly: ${type})` : ''}`,
+        `windows      ${r.chunks} × ${ctx} tokens, ${r.scoredTokens} scored`,
+        `perplexity   ${r.perplexity.toFixed(4)}`,
+        ...(ref ? [`reference    ${r.referencePerplexity!.toFixed(4)} (Δ ${(r.perplexity - r.referencePerplexity!).toFixed(4)})`,
+          `mean KL      ${r.meanKL!.toExponential(3)}`, `top-1 agree  ${(100 * r.top1Agreement!).toFixed(2)} %`] : []),
+        `size         ${humanBytes(m.storedBytes)}`,
+        `peak RSS     ${humanBytes(report.peakRssBytes)}`,
+        `speed        ${r.tokensPerSecond.toFixed(0)} tok/s (prompt processing, ${ctx}-token windows)`,
+      ];
+      process.stdout.write(lines.join('\n') + '\n');
+      const json = str(v, 'json');
+      if (json) writeFileSync(json, JSON.stringify(report, null, 2) + '\n');
+    } finally {
+      await m.model.dispose();
+      await ref?.model.dispose();
+    }
+  },
+};

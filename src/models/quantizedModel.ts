@@ -1,0 +1,53 @@
+/**
+ * Load any model for inference, quantized or not: a quantized HF folder (slimlm or bitsandbytes 4-bit), or any
+ * checkpoint openCheckpoint reads, optionally quantized on the fly by a recipe (what `slimlm eval --type` measures).
+ */
+import { dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import type { QuantRecipe } from '../quantize/recipe.js';
+import { openCheckpoint, checkpointSizeBytes } from './checkpoint.js';
+import { checkpointWeights } from './checkpointWeights.js';
+import type { LlamaConfig } from './config.js';
+import { createLlamaModel, type LlamaModel } from './llama.js';
+import { quantizedWeightSource, type QuantizedSourceOptions } from './quantized.js';
+import { isQuantizedCheckpoint, openQuantizedCheckpoint, recipeProvider } from './quantizedCheckpoint.js';
+
+export interface LoadModelOptions extends QuantizedSourceOptions {
+  threads?: number;
+  /** Quantize the Linear layers of a float checkpoint while loading. */
+  quantize?: QuantRecipe;
+}
+
+export interface LoadedModel {
+  model: LlamaModel;
+  config: LlamaConfig;
+  format: string;
+  /** Bytes of weights as stored (or, with `quantize`, as the source stores them). */
+  storedBytes: number;
+  tokenizerPath: string | null;
+}
+
+function tokenizerNear(dir: string): string | null {
+  for (const f of ['tokenizer.json', 'tokenizer.model']) if (existsSync(join(dir, f))) return join(dir, f);
+  return null;
+}
+
+export async function loadModel(path: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
+  if (isQuantizedCheckpoint(path)) {
+    const q = openQuantizedCheckpoint(path);
+    try {
+      const model = await createLlamaModel(q.config, quantizedWeightSource(q.provider, opts), { threads: opts.threads });
+      return { model, config: q.config, format: 'quantized-safetensors', storedBytes: q.storedBytes, tokenizerPath: tokenizerNear(path) };
+    } finally {
+      q.close();
+    }
+  }
+  const ckpt = openCheckpoint(path);
+  try {
+    const source = opts.quantize ? quantizedWeightSource(recipeProvider(ckpt, opts.quantize), opts) : checkpointWeights(ckpt);
+    const model = await createLlamaModel(ckpt.config, source, { threads: opts.threads });
+    return { model, config: ckpt.config, format: ckpt.format, storedBytes: checkpointSizeBytes(ckpt), tokenizerPath: ckpt.tokenizerPath ?? tokenizerNear(dirname(path)) };
+  } finally {
+    ckpt.close();
+  }
+}
