@@ -236,3 +236,43 @@ test('a client that disconnects mid-stream frees its slot at once; the next requ
     assert.equal(s.scheduler.stats.completed, 1);
   });
 });
+
+test('slots and queue are bounded: a request beyond them gets 503 server_busy, then is served once a slot frees', async () => {
+  await withServer({ parallel: 1, maxQueue: 0 }, async (s) => {
+    const long = raw(`${s.url}/v1/chat/completions`, 'POST', JSON.stringify({ model: 'stories260K', messages: [{ role: 'user', content: 'Once' }], max_tokens: 300, temperature: 0 }));
+    for (let i = 0; i < 400 && s.scheduler.stats.active === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    const busy = await raw(`${s.url}/v1/chat/completions`, 'POST', JSON.stringify({ model: 'stories260K', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4 }));
+    assert.equal(busy.status, 503, busy.body);
+    assert.equal(busy.json.error.code, 'server_busy');
+    assert.equal((await long).status, 200);
+    const after = await raw(`${s.url}/v1/chat/completions`, 'POST', JSON.stringify({ model: 'stories260K', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4 }));
+    assert.equal(after.status, 200, after.body);
+  });
+});
+
+test('`slimlm serve` binds 127.0.0.1, needs its --api-key, and stops cleanly on SIGTERM', async () => {
+  const { spawn } = await import('node:child_process');
+  const entry = 'import("./src/cli/main.ts").then(async (m) => { process.exitCode = await m.main(process.argv.slice(1)); })';
+  const child = spawn(process.execPath, ['--import', 'tsx', '-e', entry, '--', 'serve', '--model', modelPath, '--port', '0', '--api-key', 'k1', '--threads', '1'], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+  try {
+    let err = '';
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+        err += d;
+        const m = /on (http:\/\/\S+) /.exec(err);
+        if (m) resolve(m[1]);
+      });
+      child.on('exit', (code) => reject(new Error(`serve exited ${code}: ${err}`)));
+      setTimeout(() => reject(new Error(`serve did not start: ${err}`)), 20_000).unref();
+    });
+    assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal((await raw(`${url}/v1/models`, 'GET')).status, 401);
+    const models = await raw(`${url}/v1/models`, 'GET', undefined, { Authorization: 'Bearer k1' });
+    assert.deepEqual(models.json.data.map((m: { id: string }) => m.id), ['stories260K']);
+    const exited = new Promise((r) => child.on('exit', r));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
