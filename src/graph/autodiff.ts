@@ -179,8 +179,11 @@ function matMulGrad(g: GraphBuilder, { inputs: [a, b], attrs }: Node, dy: Tensor
   if (n[1]) {
     if (b.rank === 2 && a.rank > 2) {
       const k = staticDim(a.shape[a.rank - 1], 'MatMul gradient'), m = staticDim(dy.shape[dy.rank - 1], 'MatMul gradient');
-      const a2 = g.reshape(a, [-1, k]), dy2 = g.reshape(dy, [-1, m]);
-      db = transB ? mm(dy2, a2, true, false) : mm(a2, dy2, true, false);
+      // aᵀ is transposed explicitly (it is small: tokens × in) and the product computed as [in, out]: MLAS is ~1.5×
+      // faster on that than with transA on the large [tokens, vocab] gradient (bench/train.ts, LM head).
+      const a2t = g.transpose(g.reshape(a, [-1, k]), [1, 0]), dy2 = g.reshape(dy, [-1, m]);
+      const prod = g.matMul(a2t, dy2); // [k, m] = aᵀ · dy
+      db = transB ? g.transpose(prod, [1, 0]) : prod;
     } else {
       db = unbroadcast(g, transB ? mm(dy, a, true, false) : mm(a, dy, true, false), b);
     }
