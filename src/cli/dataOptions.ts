@@ -36,7 +36,7 @@ export const dataUsage = `data (the same flags must be given to teacher-cache an
   --chat-template FILE  Jinja chat template (default: the tokenizer's, else Mistral's [INST] q [/INST] a</s>)
   --max-length N        tokens per row (default 128)   --packing   concatenate documents into full rows
   --truncation right|left|drop   --padding longest|max_length   --min-tokens N (default 2)
-  --validation F|N      validation share: a fraction or a number of examples (default 0)   --seed S (default 0)`;
+  --validation F|N      validation share: a fraction or a number of examples (default 0.05)   --seed S (default 0)`;
 
 export function dataFiles(v: Values, positionals: string[] = []): string[] {
   const raw = v.data;
@@ -70,7 +70,7 @@ export function dataOptionsFromValues(v: Values): DataOptions {
     maskPrompt: v['mask-prompt'] ? true : v['no-mask-prompt'] ? false : undefined,
     chatTemplate: templateFile === undefined ? undefined : readFileSync(templateFile, 'utf8'),
     minTokens: int(v, 'min-tokens'),
-    validation: num(v, 'validation', 0),
+    validation: num(v, 'validation', 0.05),
     seed: int(v, 'seed', 0),
   };
   if (o.maxLength! < 2) throw new UsageError('--max-length must be at least 2');
