@@ -47,6 +47,7 @@ export class LlamaKVCache implements KVCache {
     };
     return new LlamaKVCache(this.owner, this.keys.map(pick), this.values.map(pick), mask.map((m) => m.slice(drop)));
   }
+
   /**
    * Stacks caches of one model along the batch axis (continuous batching: a newly prefilled request joins the running
    * batch). Shorter caches are left-padded with masked zero columns, so every row keeps its own results.
