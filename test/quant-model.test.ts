@@ -111,3 +111,25 @@ test('perplexity windows follow llama.cpp: BOS over each chunk start, second hal
   assert.equal(r.top1Agreement, 1);
   assert.ok(r.meanKL! < 1e-9);
 });
+
+test('GGUF Q4_0/Q8_0 blocks run natively in MatMulNBits and match the dequantized-f32 model', async () => {
+  const { exportGGUF } = await import('../src/models/export.js');
+  const { AutoModelForCausalLM } = await import('../src/api.js');
+  const { ggufProvider } = await import('../src/models/quantizedGGUF.js');
+  const ids = (await sampleIds()).slice(0, 64);
+  for (const type of ['q4_0', 'q8_0'] as const) {
+    const file = join(dir, `s-${type}.gguf`);
+    const ckpt = openCheckpoint(MODEL);
+    exportGGUF(ckpt, file, { type });
+    ckpt.close();
+    const g = ggufProvider(file);
+    assert.equal(g.provider.layout('model.layers.0.self_attn.q_proj.weight', []).kind, 'nbits');
+    g.close();
+    const native = await loadModel(file, { threads: 1, accuracyLevel: 0 });
+    const dequant = await AutoModelForCausalLM.fromPretrained(file, { threads: 1 });
+    const a = await logits(native.model, ids), b = await logits(dequant.model, ids);
+    assert.ok(a.every((v, i) => Math.abs(v - b[i]) < 1e-4), type);
+    await native.model.dispose();
+    await dequant.dispose();
+  }
+});

@@ -9,6 +9,7 @@ import { openCheckpoint, checkpointSizeBytes } from './checkpoint.js';
 import { checkpointWeights } from './checkpointWeights.js';
 import type { LlamaConfig } from './config.js';
 import { createLlamaModel, type LlamaModel } from './llama.js';
+import { ggufProvider } from './quantizedGGUF.js';
 import { quantizedWeightSource, type QuantizedSourceOptions } from './quantized.js';
 import { isQuantizedCheckpoint, openQuantizedCheckpoint, recipeProvider } from './quantizedCheckpoint.js';
 
@@ -40,6 +41,15 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
       return { model, config: q.config, format: 'quantized-safetensors', storedBytes: q.storedBytes, tokenizerPath: tokenizerNear(path) };
     } finally {
       q.close();
+    }
+  }
+  if (path.endsWith('.gguf') && !opts.quantize) {
+    const g = ggufProvider(path);
+    try {
+      const model = await createLlamaModel(g.ckpt.config, quantizedWeightSource(g.provider, opts), { threads: opts.threads });
+      return { model, config: g.ckpt.config, format: 'gguf', storedBytes: checkpointSizeBytes(g.ckpt), tokenizerPath: g.ckpt.tokenizerPath };
+    } finally {
+      g.close();
     }
   }
   const ckpt = openCheckpoint(path);

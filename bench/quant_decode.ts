@@ -1,0 +1,134 @@
+/**
+ * 4-bit decode speed, slimlm vs llama.cpp (node-llama-cpp 3.21.1) on the same weights, in one run:
+ * a TinyLlama-1.1B-shaped model (hidden 2048, 22 layers, 32 heads / 4 kv heads, FFN 5632, vocab 32000) with seeded
+ * random weights and the Mistral tokenizer, written by this script as a Q4_0 GGUF (every Linear Q4_0, output Q8_0, embedding Q4_0).
+ * slimlm runs the same Q4_0/Q8_0 blocks in MatMulNBits (accuracy_level 4) without requantizing (src/models/quantizedGGUF.ts).
+ * Prompt processing and decode are timed separately, at 1 and 2 threads, each engine in its own child process;
+ * the memory-bandwidth bound (ORT summing a 512 MiB buffer, same threads) gives tokens/s ≤ bandwidth / bytes per token.
+ *
+ *   node --import tsx bench/quant_decode.ts [--prompt 64] [--tokens 64] [--threads 1,2] [--file bench/out/tinyllama-q4_0.gguf]
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { GraphBuilder, toOnnxBytes } from '../src/graph/index.js';
+import { writeLlamaGGUF } from '../src/models/checkpoint.js';
+import type { LlamaConfig } from '../src/models/config.js';
+import { loadModel } from '../src/models/quantizedModel.js';
+import { quantizeGGML } from '../src/quantize/ggml.js';
+import { feeds, Session } from '../src/runtime/index.js';
+import { generate } from '../src/generate/index.js';
+import { ggufTokenizerMetadata } from '../src/models/export.js';
+import { loadTokenizer } from '../src/tokenizers/index.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const TINYLLAMA: LlamaConfig = {
+  modelType: 'llama', vocabSize: 32000, hiddenSize: 2048, intermediateSize: 5632, numHiddenLayers: 22, numAttentionHeads: 32,
+  numKeyValueHeads: 4, headDim: 64, rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: 2048, slidingWindow: null,
+  tieWordEmbeddings: false, bosTokenId: 1, eosTokenId: 2, padTokenId: null,
+};
+
+async function writeModel(file: string): Promise<void> {
+  const tokenizer = await loadTokenizer(path.join(root, '../shared/tokenizers/mistral-7b-v0.1/tokenizer.model'));
+  let s = 12345;
+  const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.04;
+  const started = Date.now();
+  writeLlamaGGUF(file, TINYLLAMA, (name) => {
+    const shape = name.endsWith('norm.weight') ? [TINYLLAMA.hiddenSize] : null;
+    const n = shape ? shape[0] : name.includes('embed') || name.startsWith('lm_head') ? 32000 * 2048 : 0;
+    const dims = shape ?? (n ? [32000, 2048] : dimsOf(name));
+    const v = new Float32Array(dims.reduce((a, b) => a * b, 1));
+    if (name.endsWith('norm.weight')) v.fill(1); else for (let i = 0; i < v.length; i++) v[i] = rand();
+    return { dtype: 'f32', shape: dims, data: new Uint8Array(v.buffer) };
+  }, { type: (name) => (name === 'lm_head.weight' ? 'Q8_0' : 'Q4_0'), fileType: 2, encode: quantizeGGML, name: 'tinyllama-shaped-random', metadata: ggufTokenizerMetadata(tokenizer) });
+  process.stderr.write(`wrote ${file} (${(statSync(file).size / 2 ** 20).toFixed(0)} MiB) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+}
+
+function dimsOf(name: string): number[] {
+  const c = TINYLLAMA, kv = c.numKeyValueHeads * c.headDim;
+  if (/q_proj|o_proj/.test(name)) return [c.hiddenSize, c.hiddenSize];
+  if (/k_proj|v_proj/.test(name)) return [kv, c.hiddenSize];
+  if (/gate_proj|up_proj/.test(name)) return [c.intermediateSize, c.hiddenSize];
+  if (/down_proj/.test(name)) return [c.hiddenSize, c.intermediateSize];
+  throw new Error(name);
+}
+
+async function bandwidth(threads: number): Promise<number> {
+  const n = 128 * 1024 * 1024;
+  const g = new GraphBuilder('bandwidth');
+  g.output('sum', g.reduceSum(g.input('x', 'f32', [n]), [0], false));
+  const session = await Session.create(toOnnxBytes(g.graph), { threads });
+  const feed = { x: feeds.f32(new Float32Array(n).fill(1), [n]) };
+  let best = Infinity;
+  for (let i = 0; i < 6; i++) { const t0 = performance.now(); await session.run(feed); best = Math.min(best, performance.now() - t0); }
+  await session.dispose();
+  return (n * 4) / (best / 1000) / 1e9;
+}
+
+const promptIds = (n: number) => [1, ...Array.from({ length: n - 1 }, (_, i) => 3 + ((i * 7919) % 31000))];
+
+async function runSlimlm(file: string, threads: number, prompt: number, tokens: number) {
+  const m = await loadModel(file, { threads, accuracyLevel: 4 });
+  await generate(m.model, promptIds(prompt), { maxNewTokens: 4, eosTokenIds: [] }); // warm-up
+  const r = await generate(m.model, promptIds(prompt), { maxNewTokens: tokens, eosTokenIds: [] });
+  await m.model.dispose();
+  return { promptTokS: prompt / (r.timings.prefillMs / 1000), decodeTokS: r.timings.tokensPerSecond, peakRssMiB: process.resourceUsage().maxRSS / 1024 };
+}
+
+async function runLlamaCpp(file: string, threads: number, prompt: number, tokens: number) {
+  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  const model = await llama.loadModel({ modelPath: file });
+  const ctx = await model.createContext({ contextSize: prompt + tokens + 8, threads, batchSize: prompt });
+  const run = async (n: number) => {
+    const seq = ctx.getSequence();
+    const t0 = performance.now();
+    let tFirst = 0, count = 0;
+    for await (const _ of seq.evaluate(promptIds(prompt) as never, { temperature: 0 })) {
+      if (count === 0) tFirst = performance.now();
+      if (++count >= n) break;
+    }
+    const t1 = performance.now();
+    seq.dispose();
+    return { promptMs: tFirst - t0, decodeMs: t1 - tFirst, decoded: count - 1 };
+  };
+  await run(4); // warm-up
+  const r = await run(tokens);
+  await ctx.dispose(); await model.dispose(); await llama.dispose();
+  return { promptTokS: prompt / (r.promptMs / 1000), decodeTokS: r.decoded / (r.decodeMs / 1000), peakRssMiB: process.resourceUsage().maxRSS / 1024 };
+}
+
+const { values } = parseArgs({ options: {
+  prompt: { type: 'string', default: '64' }, tokens: { type: 'string', default: '64' }, threads: { type: 'string', default: '1,2' },
+  file: { type: 'string', default: path.join(root, 'bench/out/tinyllama-q4_0.gguf') }, one: { type: 'string' },
+} });
+const prompt = Number(values.prompt), tokens = Number(values.tokens), file = values.file!;
+
+if (values.one) {
+  const [engine, t] = values.one.split(':');
+  const r = engine === 'slimlm' ? await runSlimlm(file, Number(t), prompt, tokens)
+    : engine === 'llama.cpp' ? await runLlamaCpp(file, Number(t), prompt, tokens)
+    : { bandwidthGBs: await bandwidth(Number(t)) };
+  process.stdout.write(JSON.stringify(r) + '\n');
+} else {
+  if (!existsSync(file)) { mkdirSync(path.dirname(file), { recursive: true }); await writeModel(file); }
+  const bytes = statSync(file).size;
+  const rows: string[] = ['| threads | engine | prompt tok/s | decode tok/s | decode vs llama.cpp | % of bandwidth bound | peak RSS MiB |', '|---|---|---|---|---|---|---|'];
+  for (const t of values.threads!.split(',').map(Number)) {
+    const child = (what: string) => {
+      const p = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--one', `${what}:${t}`, '--file', file, '--prompt', String(prompt), '--tokens', String(tokens)], { encoding: 'utf8', cwd: root });
+      if (p.status !== 0) throw new Error(`${what}: ${p.stderr}`);
+      return JSON.parse(p.stdout.trim().split('\n').pop()!);
+    };
+    const bw = child('bandwidth').bandwidthGBs as number;
+    const bound = (bw * 1e9) / bytes; // every weight byte read once per decoded token (the embedding row aside)
+    const lc = child('llama.cpp'), sl = child('slimlm');
+    for (const [name, r] of [['llama.cpp Q4_0', lc], ['slimlm MatMulNBits (same Q4_0 blocks)', sl]] as const) {
+      rows.push(`| ${t} | ${name} | ${r.promptTokS.toFixed(1)} | ${r.decodeTokS.toFixed(2)} | ${(r.decodeTokS / lc.decodeTokS).toFixed(2)}× | ${(100 * r.decodeTokS / bound).toFixed(0)} % | ${r.peakRssMiB.toFixed(0)} |`);
+    }
+    rows.push(`| ${t} | bound (${bw.toFixed(1)} GB/s ÷ ${(bytes / 2 ** 20).toFixed(0)} MiB) | | ${bound.toFixed(2)} | | 100 % | |`);
+  }
+  process.stdout.write(rows.join('\n') + '\n');
+}
