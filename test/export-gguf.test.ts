@@ -126,3 +126,15 @@ for (const type of ['q8_0', 'q4_0', 'q4_k_m'] as const) {
     }
   });
 }
+
+test('GGUF header larger than the writer\'s 64 KiB chunks (a 32000-token vocabulary) stays intact', async () => {
+  const big = await loadTokenizer('../shared/tokenizers/mistral-7b-v0.1/tokenizer.model');
+  const { ggufTokenizerMetadata } = await import('../src/models/export.js');
+  const { writeGGUF } = await import('../src/formats/gguf.js');
+  const out = join(dir, 'big-vocab.gguf');
+  writeGGUF(out, { metadata: { 'general.architecture': 'llama', ...ggufTokenizerMetadata(big) }, tensors: [{ name: 'x', shape: [32], type: 'F32', data: new Float32Array(32) }] });
+  const f = GGUFFile.open(out);
+  assert.equal((f.value('tokenizer.ggml.tokens') as string[]).length, 32000);
+  assert.equal(f.value('tokenizer.ggml.tokens') instanceof Array && (f.value('tokenizer.ggml.tokens') as string[])[1], '<s>');
+  f.close();
+});

@@ -686,16 +686,17 @@ class ByteWriter {
     this.length += k;
     return at;
   }
-  u8(v: number) { this.dv.setUint8(this.room(1), v); }
-  i8(v: number) { this.dv.setInt8(this.room(1), v); }
-  u16(v: number) { this.dv.setUint16(this.room(2), v, true); }
-  i16(v: number) { this.dv.setInt16(this.room(2), v, true); }
-  u32(v: number) { this.dv.setUint32(this.room(4), v, true); }
-  i32(v: number) { this.dv.setInt32(this.room(4), v, true); }
-  f32(v: number) { this.dv.setFloat32(this.room(4), v, true); }
-  f64(v: number) { this.dv.setFloat64(this.room(8), v, true); }
-  u64(v: number | bigint) { this.dv.setBigUint64(this.room(8), BigInt(v), true); }
-  i64(v: number | bigint) { this.dv.setBigInt64(this.room(8), BigInt(v), true); }
+  // `room` may start a new chunk (and DataView), so it runs before `this.dv` is read.
+  u8(v: number) { const at = this.room(1); this.dv.setUint8(at, v); }
+  i8(v: number) { const at = this.room(1); this.dv.setInt8(at, v); }
+  u16(v: number) { const at = this.room(2); this.dv.setUint16(at, v, true); }
+  i16(v: number) { const at = this.room(2); this.dv.setInt16(at, v, true); }
+  u32(v: number) { const at = this.room(4); this.dv.setUint32(at, v, true); }
+  i32(v: number) { const at = this.room(4); this.dv.setInt32(at, v, true); }
+  f32(v: number) { const at = this.room(4); this.dv.setFloat32(at, v, true); }
+  f64(v: number) { const at = this.room(8); this.dv.setFloat64(at, v, true); }
+  u64(v: number | bigint) { const at = this.room(8); this.dv.setBigUint64(at, BigInt(v), true); }
+  i64(v: number | bigint) { const at = this.room(8); this.dv.setBigInt64(at, BigInt(v), true); }
   bytes(b: Uint8Array) { const at = this.room(b.length); this.cur.set(b, at); }
   string(s: string) { const b = new TextEncoder().encode(s); this.u64(b.length); this.bytes(b); }
   finish(): Uint8Array {
