@@ -5,6 +5,7 @@ import { UsageError, type Command } from './common.js';
 import { exportCommand } from './commands/export.js';
 import { evalCommand } from './commands/eval.js';
 import { quantize } from './commands/quantize.js';
+import { compare } from './commands/compare.js';
 import { chat } from './commands/chat.js';
 import { generate } from './commands/generate.js';
 import { inspect } from './commands/inspect.js';
@@ -25,6 +26,7 @@ const commands: Record<string, Command> = {
   export: exportCommand,
   quantize,
   eval: evalCommand,
+  compare,
   'teacher-cache': teacherCache,
 };
 

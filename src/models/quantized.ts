@@ -127,3 +127,20 @@ export function quantizedWeightSource(p: QuantizedWeightProvider, opts: Quantize
     },
   };
 }
+
+/** Bytes a Linear [N, K] occupies in `layout` (what the quantized checkpoint stores for it; float counted as f32). */
+export function linearLayoutBytes(layout: LinearLayout, N: number, K: number, doubleQuant = true): number {
+  switch (layout.kind) {
+    case 'float': return N * K * 4;
+    case 'int8-row': return N * K + 4 * N;
+    case 'nbits': {
+      const blocks = nbitsBlocks(K, layout.blockSize);
+      const zp = layout.symmetric ? 0 : layout.bits === 4 ? N * Math.ceil(blocks / 2) : N * blocks;
+      return N * blocks * ((layout.blockSize * layout.bits) / 8 + 4) + zp;
+    }
+    case 'bnb4': {
+      const n = N * K, blocks = Math.ceil(n / layout.blocksize);
+      return Math.ceil(n / 2) + 64 + (doubleQuant ? blocks + 4 * Math.ceil(blocks / 256) + 1024 + 4 : 4 * blocks);
+    }
+  }
+}

@@ -4,14 +4,14 @@
  */
 import { dirname, join } from 'node:path';
 import { existsSync } from 'node:fs';
-import type { QuantRecipe } from '../quantize/recipe.js';
+import { recipeLayout, type QuantRecipe } from '../quantize/recipe.js';
 import { openCheckpoint, checkpointSizeBytes } from './checkpoint.js';
 import { checkpointWeights } from './checkpointWeights.js';
 import type { LlamaConfig } from './config.js';
 import { createLlamaModel, type LlamaModel } from './llama.js';
 import { ggufProvider } from './quantizedGGUF.js';
-import { quantizedWeightSource, type QuantizedSourceOptions } from './quantized.js';
-import { isQuantizedCheckpoint, openQuantizedCheckpoint, recipeProvider } from './quantizedCheckpoint.js';
+import { linearLayoutBytes, quantizedWeightSource, type QuantizedSourceOptions } from './quantized.js';
+import { isQuantizedCheckpoint, linearNames, openQuantizedCheckpoint, recipeProvider } from './quantizedCheckpoint.js';
 
 export interface LoadModelOptions extends QuantizedSourceOptions {
   threads?: number;
@@ -56,7 +56,20 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
   try {
     const source = opts.quantize ? quantizedWeightSource(recipeProvider(ckpt, opts.quantize), opts) : checkpointWeights(ckpt);
     const model = await createLlamaModel(ckpt.config, source, { threads: opts.threads });
-    return { model, config: ckpt.config, format: ckpt.format, storedBytes: checkpointSizeBytes(ckpt), tokenizerPath: ckpt.tokenizerPath ?? tokenizerNear(dirname(path)) };
+    // With a recipe, the size is what `slimlm quantize` would store: quantized Linear layers, other tensors as stored.
+    let storedBytes = checkpointSizeBytes(ckpt);
+    if (opts.quantize) {
+      const linears = new Set(linearNames(ckpt.config));
+      storedBytes = 0;
+      for (const name of ckpt.tensorNames()) {
+        const info = ckpt.tensorInfo(name);
+        storedBytes += linears.has(name) && name !== 'model.embed_tokens.weight'
+          ? linearLayoutBytes(recipeLayout(opts.quantize, name), info.shape[0], info.shape[1], opts.quantize.doubleQuant ?? true) : info.byteSize;
+      }
+      const head = ckpt.config.tieWordEmbeddings ? recipeLayout(opts.quantize, 'model.embed_tokens.weight') : null;
+      if (head && head.kind !== 'float') storedBytes += linearLayoutBytes(head, ckpt.config.vocabSize, ckpt.config.hiddenSize);
+    }
+    return { model, config: ckpt.config, format: ckpt.format, storedBytes, tokenizerPath: ckpt.tokenizerPath ?? tokenizerNear(dirname(path)) };
   } finally {
     ckpt.close();
   }

@@ -1,0 +1,64 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import { evaluatePerplexity } from '../../eval/perplexity.js';
+import { loadModel, type LoadedModel } from '../../models/quantizedModel.js';
+import { LINEAR_QUANT_TYPES, type LinearQuantType } from '../../quantize/recipe.js';
+import { svgChart } from '../../report/plot.js';
+import { loadTokenizer } from '../../tokenizers/index.js';
+import { int, str, threads, threadsOption, UsageError, type Command } from '../common.js';
+import type { EvalReport } from './eval.js';
+
+/**
+ * Models are given as paths (evaluated here on --data against --reference, one at a time), as `PATH@TYPE` (quantized on
+ * the fly), or as JSON reports written by `slimlm eval --json`.
+ */
+export const compare: Command = {
+  summary: 'evaluate several models (or eval reports) side by side: one table and an SVG plot (size vs perplexity)',
+  usage: `slimlm compare A B C … [--data FILE] [--reference PATH] [--ctx N] [--chunks N] [--tokenizer PATH] [--plot OUT.svg] [--threads N]
+  Each item: a model path, PATH@TYPE (Linear layers quantized on the fly: ${LINEAR_QUANT_TYPES.join(', ')}), or an eval JSON report.`,
+  options: { data: { type: 'string' }, reference: { type: 'string' }, ctx: { type: 'string' }, chunks: { type: 'string' },
+    tokenizer: { type: 'string' }, plot: { type: 'string' }, ...threadsOption },
+  async run(v, items) {
+    if (items.length === 0) throw new UsageError('give at least one model or report');
+    const ctx = int(v, 'ctx', 128)!;
+    const reports: EvalReport[] = [];
+    let ref: LoadedModel | null = null;
+    try {
+      for (const item of items) {
+        if (item.endsWith('.json')) { reports.push(JSON.parse(readFileSync(item, 'utf8')) as EvalReport); continue; }
+        const data = str(v, 'data');
+        if (!data) throw new UsageError(`--data is needed to evaluate ${item}`);
+        const [path, type] = item.split('@');
+        if (type && !LINEAR_QUANT_TYPES.includes(type as LinearQuantType)) throw new UsageError(`${item}: unknown type ${type}`);
+        if (!ref && str(v, 'reference')) ref = await loadModel(str(v, 'reference')!, { threads: threads(v) });
+        const m = await loadModel(path, { threads: threads(v), quantize: type ? { type: type as LinearQuantType } : undefined });
+        try {
+          const tokPath = str(v, 'tokenizer') ?? m.tokenizerPath;
+          if (!tokPath) throw new UsageError(`${item}: no tokenizer found; pass --tokenizer`);
+          const tok = await loadTokenizer(tokPath);
+          const ids = tok.encode(readFileSync(data, 'utf8'), { addBos: false });
+          const r = await evaluatePerplexity(m.model, ids, { ctx, bosId: tok.bosId, maxChunks: int(v, 'chunks') }, ref?.model);
+          reports.push({ model: item, type: type ?? m.format, sizeBytes: m.storedBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024, ctx, ...r });
+        } finally {
+          await m.model.dispose();
+        }
+      }
+    } finally {
+      await ref?.model.dispose();
+    }
+    const rows = [
+      '| model | size MiB | perplexity | Δ ppl | mean KL | top-1 | tok/s |',
+      '|---|---|---|---|---|---|---|',
+      ...reports.map((r) => `| ${r.model} | ${(r.sizeBytes / 2 ** 20).toFixed(2)} | ${r.perplexity.toFixed(4)} | ` +
+        `${r.referencePerplexity !== undefined ? (r.perplexity - r.referencePerplexity).toFixed(4) : ''} | ${r.meanKL !== undefined ? r.meanKL.toExponential(2) : ''} | ` +
+        `${r.top1Agreement !== undefined ? (100 * r.top1Agreement).toFixed(1) + ' %' : ''} | ${r.tokensPerSecond.toFixed(0)} |`),
+    ];
+    process.stdout.write(rows.join('\n') + '\n');
+    const plot = str(v, 'plot') ?? 'compare.svg';
+    writeFileSync(plot, svgChart([{ name: 'models', points: reports.map((r) => [r.sizeBytes / 2 ** 20, r.perplexity] as const) }], {
+      title: 'Perplexity vs size', xLabel: 'size on disk (MiB)', yLabel: 'perplexity', kind: 'scatter',
+      pointLabels: [reports.map((r) => basename(r.model))],
+    }));
+    process.stderr.write(`plot: ${plot}\n`);
+  },
+};
