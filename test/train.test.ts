@@ -185,3 +185,18 @@ test('padding positions with non-finite teacher logits carry no loss and no NaN;
   const sparse = await run('sparse', { kind: 'sparse', k: V, ids, logprobs });
   assert.ok(Math.abs(sparse.loss - clean.loss) < 1e-4 * clean.loss, `sparse ${sparse.loss} vs dense ${clean.loss}`);
 });
+
+test('the closed-form logits gradient (CE, dense KL) equals autodiff through the loss graph', async () => {
+  const batch = makeBatch(markovRows(3, TINY.vocabSize, 8), 12, 0);
+  const teacher = await new BigramTeacher(TINY.vocabSize).run(batch);
+  for (const loss of [DEFAULT_LOSS, { ...DEFAULT_LOSS, alpha: 1 }, { ...DEFAULT_LOSS, loss: 'ce' as const }]) {
+    const results = [];
+    for (const closedFormLossGrad of [true, false]) {
+      const r = await StepRunner.create(TINY, { params: initStudentWeights(TINY, 6) }, { loss, adamw: DEFAULT_ADAMW, teacher: loss.loss === 'ce' ? 'none' : 'dense', gradAccum: 1, threads: 1, closedFormLossGrad, perTensorGradNorms: true });
+      try { results.push(await r.step([{ batch, teacher: loss.loss === 'ce' ? null : teacher }], 1e-2, 1)); } finally { await r.dispose(); }
+    }
+    const [a, b] = results;
+    assert.ok(Math.abs(a.loss - b.loss) < 1e-6 * b.loss);
+    for (const [n, v] of Object.entries(b.gradNorms!)) assert.ok(Math.abs(a.gradNorms![n] - v) <= 1e-5 * v, `${loss.loss} α=${loss.alpha} ‖∇${n}‖: ${a.gradNorms![n]} vs ${v}`);
+  }
+});

@@ -42,9 +42,9 @@ export type TeacherTensors =
 const LOG_FLOOR = -1e30;
 const TINY = 1e-30;
 
-/** Σ exp(lp)·(lp − lq) over the last axis → [...]. */
-function kl(g: GraphBuilder, lp: Tensor, lq: Tensor): Tensor {
-  return g.reduceSum(g.mul(g.exp(lp), g.sub(lp, lq)), [-1], false);
+/** Σ p·(lp − lq) over the last axis → [...] (p = exp(lp) unless given). */
+function kl(g: GraphBuilder, lp: Tensor, lq: Tensor, p = g.exp(lp)): Tensor {
+  return g.reduceSum(g.mul(p, g.sub(lp, lq)), [-1], false);
 }
 
 /** The divergence `kind` between teacher log-probs lp and student log-probs lq along the last axis. */
@@ -65,6 +65,11 @@ export interface TokenLosses {
   ce: Tensor;
   /** KD divergence × T², 0 at ignored positions; null without a teacher. */
   kd: Tensor | null;
+  /** Pieces the closed-form gradient reuses: log q, log q_T, and for a dense teacher p_T. */
+  logq: Tensor;
+  logqT: Tensor;
+  safeLabels: Tensor;
+  teacherProbs: Tensor | null;
 }
 
 /** Per-token losses of student `logits` [batch, seq, vocab] against `labels` (i64, -100 = ignore) and a teacher. */
@@ -76,7 +81,7 @@ export function tokenLosses(g: GraphBuilder, logits: Tensor, labels: Tensor, tea
     const safeLabels = g.unsqueeze(g.where(validMask, labels, 0, 'i64'), [2]);
     const logq = g.logSoftmax(logits, -1);
     const ce = masked(g.neg(g.squeeze(g.op('GatherElements', [logq, safeLabels], { axis: 2 }), [2])));
-    if (!teacher || opts.loss === 'ce') return { valid, validMask, ce, kd: null };
+    if (!teacher || opts.loss === 'ce') return { valid, validMask, ce, kd: null, logq, logqT: logq, safeLabels, teacherProbs: null };
 
     const T = opts.temperature;
     if (!(T > 0)) throw new Error(`temperature must be > 0, got ${T}`);
@@ -103,8 +108,10 @@ export function tokenLosses(g: GraphBuilder, logits: Tensor, labels: Tensor, tea
         lq = g.concat([lqk, g.log(tailQ)], -1);
       }
     }
-    const kd = masked(g.mul(divergence(g, opts.loss, lp, lq, opts.jsdBeta), T * T));
-    return { valid, validMask, ce, kd };
+    const teacherProbs = teacher.kind === 'dense' && opts.loss === 'kl' ? g.exp(lp) : null;
+    const div = teacherProbs ? kl(g, lp, lq, teacherProbs) : divergence(g, opts.loss, lp, lq, opts.jsdBeta);
+    const kd = masked(g.mul(div, T * T));
+    return { valid, validMask, ce, kd, logq, logqT, safeLabels, teacherProbs };
   });
 }
 
@@ -114,4 +121,25 @@ export function combinedTokenLoss(g: GraphBuilder, l: TokenLosses, opts: LossOpt
   if (opts.alpha === 1) return l.kd;
   if (opts.alpha === 0) return l.ce;
   return g.add(g.mul(l.kd, opts.alpha), g.mul(l.ce, 1 - opts.alpha));
+}
+
+/**
+ * Closed-form d(Σ_t w_t·(alpha·kd_t + (1−alpha)·ce_t))/d logits for CE and dense forward KL, where the chain rule
+ * through the loss graph would cost ~2× the [tokens × vocab] passes:
+ *   d ce/dz = softmax(z) − onehot(label),   d (T²·KL(p_T ‖ q_T))/dz = T·(softmax(z/T) − p_T).
+ * `weight` [batch, seq] is 0 at ignored positions. Returns null for losses that go through autodiff (rkl, jsd, sparse).
+ */
+export function closedFormLogitGrad(g: GraphBuilder, l: TokenLosses, opts: LossOptions, weight: Tensor): Tensor | null {
+  const ceOnly = !l.kd || opts.alpha === 0;
+  if (!ceOnly && !l.teacherProbs) return null;
+  return g.scope('loss_grad', () => {
+    const w = g.unsqueeze(weight, [2]);
+    const ceCoef = ceOnly ? w : g.mul(w, 1 - opts.alpha);
+    const minusOne = g.op('ExpandLike', [g.constant(-1), l.safeLabels]);
+    const dce = g.op('ScatterElements', [g.exp(l.logq), l.safeLabels, minusOne], { axis: 2, reduction: 'add' }); // softmax − onehot
+    if (ceOnly) return g.mul(dce, ceCoef);
+    const kdCoef = g.mul(w, opts.alpha * opts.temperature);
+    const dkd = g.sub(g.exp(l.logqT), l.teacherProbs!);
+    return opts.alpha === 1 ? g.mul(dkd, kdCoef) : g.add(g.mul(dkd, kdCoef), g.mul(dce, ceCoef));
+  });
 }

@@ -21,6 +21,7 @@ export interface RunnerOptions {
   gradAccum: number;
   threads?: number;
   perTensorGradNorms?: boolean;
+  closedFormLossGrad?: boolean;
 }
 
 export interface MicroBatch { batch: TokenBatch; teacher: TeacherOutput | null }
@@ -97,7 +98,7 @@ export class StepRunner {
     const zeros = () => new Map([...shapes].map(([k, s]) => [k, new Float32Array(s.reduce((a, b) => a * b, 1))]));
     const sessionOpts = { threads: opts.threads, enableMemPattern: false };
     const accum = opts.gradAccum > 1;
-    const common = { loss: opts.loss, adamw: opts.adamw, teacher: opts.teacher, perTensorGradNorms: opts.perTensorGradNorms };
+    const common = { loss: opts.loss, adamw: opts.adamw, teacher: opts.teacher, perTensorGradNorms: opts.perTensorGradNorms, closedFormLossGrad: opts.closedFormLossGrad };
     const stepSession = await Session.create(toOnnxBytes(buildTrainGraph(config, { ...common, mode: 'step', withGradAcc: accum }).graph), sessionOpts);
     const accumSession = accum ? await Session.create(toOnnxBytes(buildTrainGraph(config, { ...common, mode: 'accumulate', withGradAcc: true }).graph), sessionOpts) : null;
     return new StepRunner(config, opts, stepSession, accumSession, { params: state.params, m: state.m ?? zeros(), v: state.v ?? zeros() });

@@ -13,7 +13,7 @@
 import { GraphBuilder, gradients, type Graph, type Tensor } from '../graph/index.js';
 import { expectedTensors, type LlamaConfig } from '../models/config.js';
 import { buildLlamaGraph, LLAMA_IO, type WeightSource } from '../models/llamaGraph.js';
-import { combinedTokenLoss, tokenLosses, type LossOptions, type TeacherTensors } from './losses.js';
+import { closedFormLogitGrad, combinedTokenLoss, tokenLosses, type LossOptions, type TeacherTensors } from './losses.js';
 import { adamWUpdate, globalNorm, type AdamWOptions } from './optimizer.js';
 
 export const TRAIN_IO = {
@@ -52,6 +52,8 @@ export interface TrainGraphOptions {
   withGradAcc: boolean;
   /** Output grad_norm.<name> per tensor (tests, parity). */
   perTensorGradNorms?: boolean;
+  /** Closed-form logits gradient for CE / dense KL (default true); false = autodiff through the loss graph. */
+  closedFormLossGrad?: boolean;
 }
 
 export interface TrainGraph {
@@ -106,7 +108,9 @@ export function buildTrainGraph(config: LlamaConfig, opts: TrainGraphOptions): T
   g.output(TRAIN_IO.kdSum, losses.kd ? sumAll(g, losses.kd) : g.identity(g.constant(0)));
 
   const paramTensors = names.map((n) => params.get(n)!);
-  const raw = gradients(g, loss, paramTensors).map((d, i) => {
+  const dLogits = opts.closedFormLossGrad === false ? null : closedFormLogitGrad(g, losses, opts.loss, g.mul(losses.valid, lossScale));
+  const seeds = dLogits ? [{ tensor: logits, grad: dLogits }] : loss;
+  const raw = gradients(g, seeds, paramTensors).map((d, i) => {
     if (!d) throw new Error(`internal: no gradient for ${names[i]}`);
     return d;
   });
