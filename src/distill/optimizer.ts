@@ -41,7 +41,7 @@ export function globalNorm(g: GraphBuilder, grads: Tensor[]): Tensor {
  * One AdamW update of every parameter. Clipping (torch.nn.utils.clip_grad_norm_: coef = min(1, max/(norm + 1e-6)))
  * scales the gradient, folded into the moment coefficients so it costs no extra pass over the weights:
  *   m' = β1·m + (1−β1)·c·g,  v' = β2·v + (1−β2)·c²·g²,
- *   p' = p·(1 − lr·wd) − lr/(1−β1ᵗ) · m' / (√v' / √(1−β2ᵗ) + ε)
+ *   p' = p·(1 − lr·wd) − lr/(1−β1ᵗ) · m' / (√v' / √(1−β2ᵗ) + ε)   (13 elementwise passes per parameter)
  */
 export function adamWUpdate(g: GraphBuilder, params: AdamWParam[], inputs: AdamWInputs, opts: AdamWOptions, gradNorm: Tensor) {
   return g.scope('adamw', () => {
@@ -50,15 +50,16 @@ export function adamWUpdate(g: GraphBuilder, params: AdamWParam[], inputs: AdamW
       ? g.min(g.div(g.constant(opts.maxGradNorm), g.add(gradNorm, 1e-6)), 1) : g.constant(1);
     const gradCoef = g.mul(clip, 1 - b1);
     const sqCoef = g.mul(g.mul(clip, clip), 1 - b2);
-    const stepSize = g.div(inputs.lr, g.sub(1, g.pow(g.constant(b1), inputs.step)));
-    const invSqrtBc2 = g.reciprocal(g.sqrt(g.sub(1, g.pow(g.constant(b2), inputs.step))));
+    // m'/(√v'/√bc2 + ε)·lr/bc1 = m'/(√v' + ε√bc2)·(lr·√bc2/bc1): the bias corrections become two scalars.
+    const sqrtBc2 = g.sqrt(g.sub(1, g.pow(g.constant(b2), inputs.step)));
+    const stepSize = g.div(g.mul(inputs.lr, sqrtBc2), g.sub(1, g.pow(g.constant(b1), inputs.step)));
+    const epsHat = g.mul(sqrtBc2, eps);
     const decay = g.sub(1, g.mul(inputs.lr, opts.weightDecay));
     return params.map(({ param, grad, m, v }) => {
       const m2 = g.add(g.mul(m, b1), g.mul(grad, gradCoef));
       const v2 = g.add(g.mul(v, b2), g.mul(g.mul(grad, grad), sqCoef));
-      const denom = g.add(g.mul(g.sqrt(v2), invSqrtBc2), eps);
       const decayed = opts.weightDecay && decays(param.shape as number[]) ? g.mul(param, decay) : param;
-      const p2 = g.sub(decayed, g.mul(g.div(m2, denom), stepSize));
+      const p2 = g.sub(decayed, g.mul(g.div(m2, g.add(g.sqrt(v2), epsHat)), stepSize));
       return { param: p2, m: m2, v: v2 };
     });
   });
