@@ -7,32 +7,34 @@ import { configFromHF, parameterCount, type LlamaConfig } from '../../models/con
 import { LOSS_KINDS, type LossKind, type LossOptions } from '../../distill/losses.js';
 import { DEFAULT_ADAMW } from '../../distill/optimizer.js';
 import { initFromTeacher, initStudentWeights, parseStudentSpec, studentConfig } from '../../distill/student.js';
-import { openTeacher } from '../../distill/teachers/index.js';
+import { isTeacherCache, openTeacher, readManifest } from '../../distill/teachers/index.js';
 import { runTraining, tokenizerFilesFrom, type TrainerOptions } from '../../distill/trainer.js';
 import type { Teacher } from '../../distill/types.js';
 import type { Tokenizer } from '../../tokenizers/index.js';
 import { humanCount, int, num, str, threads, threadsOption, UsageError, type Command, type Options, type Values } from '../common.js';
+import { dataCliOptions, dataFiles, dataOptionsFromValues, dataUsage } from '../dataOptions.js';
 
 /** Options shared by `distill` and `train`. */
 export const trainerOptions: Options = {
-  data: { type: 'string', multiple: true }, out: { type: 'string' }, tokenizer: { type: 'string' }, student: { type: 'string' },
+  ...dataCliOptions, out: { type: 'string' }, tokenizer: { type: 'string' }, student: { type: 'string' },
   lr: { type: 'string' }, 'weight-decay': { type: 'string' }, epochs: { type: 'string' }, steps: { type: 'string' },
-  'batch-size': { type: 'string' }, 'grad-accum': { type: 'string' }, 'max-length': { type: 'string' }, packing: { type: 'boolean' },
-  warmup: { type: 'string' }, schedule: { type: 'string' }, 'max-grad-norm': { type: 'string' }, validation: { type: 'string' },
+  'batch-size': { type: 'string' }, 'grad-accum': { type: 'string' },
+  warmup: { type: 'string' }, schedule: { type: 'string' }, 'max-grad-norm': { type: 'string' },
   'eval-every': { type: 'string' }, 'eval-batches': { type: 'string' }, 'save-every': { type: 'string' }, resume: { type: 'boolean' },
-  seed: { type: 'string' }, ...threadsOption,
+  ...threadsOption,
 };
 
-export const trainerUsage = `  --data FILE...        text (.txt: one example per line), .jsonl, .csv (Q/A rendered by the chat template), .parquet; repeatable
+export const trainerUsage = `training:
   --out DIR             student folder: config.json, model.safetensors, tokenizer files, loss.csv, loss.svg, checkpoint.safetensors
   --tokenizer PATH      default: the teacher's
-  --lr 5e-5 --weight-decay 0.01 --epochs 3 --batch-size 32 --max-length 128 (--steps N overrides --epochs)
+  --lr 5e-5 --weight-decay 0.01 --epochs 3 --batch-size 32 (--steps N overrides --epochs)
   --grad-accum N        micro-batches per optimizer step (effective batch = batch-size × N); default 1
   --warmup N|FRAC       warmup steps, or a fraction of all steps (default 0); --schedule cosine|linear|constant (cosine)
-  --max-grad-norm 1     global-norm clipping (0 = off); --packing packs documents into full rows
-  --validation 0.05     held-out share (or a count of examples); --eval-every N steps (default: at the end); --eval-batches N
+  --max-grad-norm 1     global-norm clipping (0 = off)
+  --eval-every N        validation every N steps (always at the end); --eval-batches N caps its batches
   --save-every N        checkpoint every N steps (always at the end); --resume continues the run in --out exactly
-  --seed 0 --threads N`;
+  --threads N
+${dataUsage}`;
 
 export function lossFlag(v: Values): LossKind {
   const loss = (str(v, 'loss') ?? 'kl') as LossKind;
@@ -47,11 +49,7 @@ function positive(v: Values, key: string, fallback?: number): number | undefined
 }
 
 export async function loadTrainingData(v: Values, tokenizer: Tokenizer): Promise<LoadedData> {
-  const files = (v.data as string[] | undefined) ?? [];
-  if (!files.length) throw new UsageError('--data is required');
-  const data = await loadData(files, tokenizer, {
-    maxLength: positive(v, 'max-length', 128), packing: v.packing === true, validation: num(v, 'validation', 0.05), seed: int(v, 'seed', 0),
-  });
+  const data = await loadData(dataFiles(v), tokenizer, dataOptionsFromValues(v));
   const s = data.stats;
   process.stderr.write(`data: ${s.rows.train} training rows (${humanCount(s.tokens.train)} tokens), ${s.rows.validation} validation rows` +
     `${s.empty + s.tooShort + s.noTargets ? `; dropped ${s.empty} empty, ${s.tooShort} too short, ${s.noTargets} without targets` : ''}\n`);
@@ -107,7 +105,9 @@ ${trainerUsage}`,
     let teacherCkpt: Checkpoint | null = null;
     let teacher: Teacher | null = null;
     try {
-      teacherCkpt = local ? openCheckpoint(teacherSpec) : null;
+      // A cache remembers its teacher: when that model is still here, its config and tokenizer serve as for a local teacher.
+      const cachedFrom = !local && isTeacherCache(teacherSpec) ? readManifest(teacherSpec).teacher.replace(/ \(.*\)$/, '') : null; // 'PATH (in-process, …)'
+      teacherCkpt = local ? openCheckpoint(teacherSpec) : cachedFrom && isLocalModel(cachedFrom) ? openCheckpoint(cachedFrom) : null;
       const tokenizerPath = str(v, 'tokenizer') ?? teacherCkpt?.tokenizerPath ?? null;
       if (!tokenizerPath) throw new UsageError('no tokenizer found next to the teacher; pass --tokenizer');
       const tokenizer = await AutoTokenizer.fromPretrained(tokenizerPath);
@@ -127,7 +127,7 @@ ${trainerUsage}`,
       const weights = initStudentWeights(config, seed);
       const init = str(v, 'init') ?? 'fresh';
       if (init === 'teacher') {
-        if (!teacherCkpt) throw new UsageError('--init teacher needs a local teacher model');
+        if (!teacherCkpt) throw new UsageError('--init teacher needs the teacher model on this machine');
         const copied = initFromTeacher(config, weights, teacherCkpt.config, (n) => toFloat32(teacherCkpt!.getTensor(n)));
         process.stderr.write(`init: ${copied.length} tensors copied from the teacher\n`);
       } else if (init !== 'fresh') throw new UsageError(`--init must be fresh or teacher, got ${init}`);
