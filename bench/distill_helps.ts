@@ -1,8 +1,8 @@
 /**
  * "Distillation helps", measured: the same student (default ≈1/10 of the teacher), data, steps and seed, trained with
- * KD (forward KL at T=2, alpha 0.5) and with CE only; validation perplexity of both and of the teacher itself.
+ * KD (forward KL, default T=2, alpha 0.5) and with CE only; validation perplexity of both and of the teacher itself.
  *
- *   node --import tsx bench/distill_helps.ts [--steps 400] [--lr 3e-3] [--batch-size 32]
+ *   node --import tsx bench/distill_helps.ts [--steps 400] [--lr 3e-3] [--batch-size 32] [--temperature 2] [--alpha 0.5]
  * Defaults: teacher ../shared/models/stories260K/stories260K.bin, data ../shared/datasets/tinystories_val_slice.txt (5 % validation).
  */
 import { spawnSync } from 'node:child_process';
@@ -25,6 +25,7 @@ const { values: v } = parseArgs({ options: {
   data: { type: 'string', default: '../shared/datasets/tinystories_val_slice.txt' },
   steps: { type: 'string', default: '400' }, lr: { type: 'string', default: '3e-3' }, 'batch-size': { type: 'string', default: '32' },
   seed: { type: 'string', default: '0' }, threads: { type: 'string', default: '2' },
+  temperature: { type: 'string', default: '2' }, alpha: { type: 'string', default: '0.5' },
 } });
 const main = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const common = ['--teacher', v.teacher!, '--data', v.data!, '--steps', v.steps!, '--lr', v.lr!, '--batch-size', v['batch-size']!, '--warmup', '0.05',
@@ -33,7 +34,7 @@ const common = ['--teacher', v.teacher!, '--data', v.data!, '--steps', v.steps!,
 function train(loss: string): { dir: string; ppl: number; kl: number | null; seconds: number } {
   const dir = mkdtempSync(join(tmpdir(), `distill-${loss}-`));
   const t0 = Date.now();
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', `import(${JSON.stringify(main)}).then(async (m) => process.exit(await m.main(process.argv.slice(1))))`, 'distill', ...common, '--loss', loss, '--out', dir],
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', `import(${JSON.stringify(main)}).then(async (m) => process.exit(await m.main(process.argv.slice(1))))`, 'distill', ...common, '--loss', loss, '--temperature', v.temperature!, '--alpha', v.alpha!, '--out', dir],
     { encoding: 'utf8', env: { ...process.env, SLIMLM_PROGRESS: '0' } });
   if (r.status !== 0) throw new Error(r.stderr);
   process.stderr.write(r.stderr);
@@ -61,6 +62,6 @@ console.log(`teacher ${v.teacher} (${parameterCount(ck.config)} params); student
 console.log('| model | validation perplexity | KL(teacher ‖ student) / token | train time |');
 console.log('|---|---|---|---|');
 console.log(`| teacher | ${Math.exp(ceSum / tokens).toFixed(3)} | – | – |`);
-console.log(`| student, KD (kl, T=2, α=0.5) | ${kd.ppl.toFixed(3)} | ${kd.kl?.toFixed(4) ?? '–'} | ${kd.seconds.toFixed(0)} s |`);
+console.log(`| student, KD (kl, T=${v.temperature}, α=${v.alpha}) | ${kd.ppl.toFixed(3)} | ${kd.kl?.toFixed(4) ?? '–'} | ${kd.seconds.toFixed(0)} s |`);
 console.log(`| student, CE only | ${ce.ppl.toFixed(3)} | – | ${ce.seconds.toFixed(0)} s |`);
 ck.close();

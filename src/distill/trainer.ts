@@ -110,26 +110,33 @@ export async function runTraining(o: TrainerOptions): Promise<TrainResult> {
   }, { inWorker: o.inWorker ?? true });
 
   const teacherOut = async (b: TokenBatch): Promise<MicroBatch> => ({ batch: b, teacher: teacherKind === 'none' ? null : await o.teacher!.run(b) });
+  // The data cursor runs one step ahead of `state` (the next step's batches and teacher outputs are prepared while the
+  // worker computes this one); `state` records only what a finished step consumed, so checkpoints stay exact.
+  const cursor = { epoch: state.epoch, batch: state.batchInEpoch };
   let iterator: Iterator<TokenBatch> | null = null;
   let iterEpoch = -1;
+  interface Group { micro: MicroBatch[]; epoch: number; endBatch: number }
   /** The next optimizer step's micro-batches: never across an epoch boundary, so (epoch, batchInEpoch) is a full position. */
-  const nextMicroBatches = (): TokenBatch[] => {
-    if (state.batchInEpoch >= perEpoch) { state.epoch++; state.batchInEpoch = 0; }
-    if (!iterator || iterEpoch !== state.epoch) {
-      iterator = o.train.batches(state.epoch, o.batchSize, state.batchInEpoch)[Symbol.iterator]();
-      iterEpoch = state.epoch;
+  const nextGroup = async (): Promise<Group> => {
+    if (cursor.batch >= perEpoch) { cursor.epoch++; cursor.batch = 0; }
+    if (!iterator || iterEpoch !== cursor.epoch) {
+      iterator = o.train.batches(cursor.epoch, o.batchSize, cursor.batch)[Symbol.iterator]();
+      iterEpoch = cursor.epoch;
     }
-    const out: TokenBatch[] = [];
-    while (out.length < accum && state.batchInEpoch + out.length < perEpoch) {
+    const batches: TokenBatch[] = [];
+    while (batches.length < accum && cursor.batch < perEpoch) {
       const r = iterator.next();
       if (r.done) break;
-      out.push(r.value);
+      batches.push(r.value);
+      cursor.batch++;
     }
-    return out;
+    const group = { epoch: cursor.epoch, endBatch: cursor.batch };
+    return { micro: await Promise.all(batches.map(teacherOut)), ...group };
   };
 
   const evaluate = async (): Promise<{ ppl: number; kl: number | null } | null> => {
     if (!o.validation) return null;
+    await prefetch; // one teacher call at a time
     let ce = 0, kd = 0, tokens = 0, n = 0;
     for (const b of o.validation.batches(0, o.batchSize)) {
       if (o.evalBatches !== undefined && n++ >= o.evalBatches) break;
@@ -155,6 +162,7 @@ export async function runTraining(o: TrainerOptions): Promise<TrainResult> {
     writeCurves();
   };
 
+  let prefetch: Promise<Group> | null = null;
   const started = Date.now();
   const startElapsed = state.elapsedSeconds;
   const startTokens = state.tokensSeen;
@@ -162,15 +170,19 @@ export async function runTraining(o: TrainerOptions): Promise<TrainResult> {
   bar.tick(state.step);
   let lastEval: { ppl: number; kl: number | null } | null = null;
   try {
+    prefetch = state.step < totalSteps ? nextGroup() : null;
     while (state.step < totalSteps) {
-      const batches = nextMicroBatches();
-      const micro = await Promise.all(batches.map(teacherOut));
+      const group = await prefetch!;
       const step = state.step + 1;
       const lr = learningRate(schedule, step);
-      const r = await backend.step(micro, lr, state.adamStep + 1);
+      const running = backend.step(group.micro, lr, state.adamStep + 1);
+      prefetch = step < totalSteps ? nextGroup() : null;
+      prefetch?.catch(() => undefined); // surfaced when awaited
+      const r = await running;
       state.step = step;
-      state.batchInEpoch += batches.length;
-      const realTokens = batches.reduce((n, b) => n + b.attentionMask.reduce((s, v) => s + v, 0), 0);
+      state.epoch = group.epoch;
+      state.batchInEpoch = group.endBatch;
+      const realTokens = group.micro.reduce((n, { batch: b }) => n + b.attentionMask.reduce((s, v) => s + v, 0), 0);
       state.tokensSeen += realTokens;
       if (r.skipped) {
         state.skippedSteps++;
