@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { chatFormat } from '../src/chat/index.js';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -58,9 +59,10 @@ test('chat templates render like jinja2 under apply_chat_template settings', () 
     const r = new ChatRenderer(mistral, t.template);
     assert.equal(r.render(t.messages, t.add_generation_prompt), t.expected, `${t.name}: ${JSON.stringify(t.messages)}`);
   }
-  // Without a template of its own (Mistral-7B-v0.1 has none), the default Mistral instruct format is used.
+  // Without a template of its own (Mistral-7B-v0.1 has none), the Mistral instruct format the chat CLI and server use.
   const d = ref.templates.find((t: { name: string }) => t.name === 'default');
-  assert.equal(new ChatRenderer(mistral).render(d.messages), d.expected);
+  assert.equal(new ChatRenderer(mistral).render(d.messages), chatFormat(mistral, 'mistral').render(d.messages));
+  assert.match(new ChatRenderer(mistral).render(d.messages), /^<s> \[INST\] /);
 });
 
 test("the tokenizer's own chat_template is used, and prompt masking keeps only assistant turns", async () => {

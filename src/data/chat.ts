@@ -2,22 +2,15 @@
  * Chat rendering and tokenization with a loss mask. The tokenizer's own `chat_template` (tokenizer_config.json) is rendered
  * with @huggingface/jinja exactly as transformers' `apply_chat_template` does
  * (https://huggingface.co/docs/transformers/main/en/chat_templating); without one, DEFAULT_CHAT_TEMPLATE gives Mistral's
- * instruct format `<s>[INST] question [/INST] answer</s>` (a system message is put before the first question).
+ * instruct format `<s> [INST] question [/INST] answer</s>` (src/chat's built-in `mistral` template).
  */
 import { Template } from '@huggingface/jinja';
+import { BUILTIN_CHAT_TEMPLATES } from '../chat/template.js';
 import type { Tokenizer } from '../tokenizers/index.js';
 import { DataError, type ChatMessage } from './readers.js';
 
-export const DEFAULT_CHAT_TEMPLATE = [
-  "{%- if messages[0]['role'] == 'system' -%}{%- set system = messages[0]['content'] + '\\n\\n' -%}{%- set loop_messages = messages[1:] -%}",
-  "{%- else -%}{%- set system = '' -%}{%- set loop_messages = messages -%}{%- endif -%}",
-  '{{- bos_token -}}',
-  '{%- for message in loop_messages -%}',
-  "{%- if message['role'] == 'user' -%}{{- '[INST] ' + (system if loop.first else '') + message['content'] + ' [/INST]' -}}",
-  "{%- elif message['role'] == 'assistant' -%}{{- ' ' + message['content'] + eos_token -}}",
-  "{%- else -%}{{- raise_exception('only system, user and assistant roles are supported, got ' + message['role']) -}}{%- endif -%}",
-  '{%- endfor -%}',
-].join('');
+/** The chat CLI and server's default too, so a model trained on Q/A rows is prompted exactly as it was trained. */
+export const DEFAULT_CHAT_TEMPLATE = BUILTIN_CHAT_TEMPLATES.mistral;
 
 export class ChatRenderer {
   private readonly template: Template;
