@@ -6,6 +6,9 @@
  *  - MatMulBnb4: Y = A · dequant(B)ᵀ with bitsandbytes FP4/NF4 blocks (B packed [(N·K+1)/2], absmax [N·K/block]);
  *    attributes K, N, block_size, quant_type (0 FP4, 1 NF4).
  *  - DynamicQuantizeMatMul: A quantized to uint8 on the fly times int8 B [K, N] with per-column scales.
+ *  - SimplifiedLayerNormalization (ai.onnx domain in ORT) = RMSNorm: x / sqrt(mean(x²) + epsilon) · scale, over the last axis.
+ *  - SkipSimplifiedLayerNormalization: the same on input + skip; outputs [normed, mean, inv_std_var, input + skip].
+ *  - RotaryEmbedding: RoPE from position_ids and cos/sin caches [max_pos, D/2]; interleaved 0 = rotate-half (HF).
  */
 import { isFloat } from './dtypes.js';
 import { fail, type Dim } from './ir.js';
@@ -16,6 +19,7 @@ export const MS_DOMAIN = 'com.microsoft';
 /** Op name → ONNX domain, for ops outside the default domain. */
 export const OP_DOMAINS: ReadonlyMap<string, string> = new Map([
   ['MatMulNBits', MS_DOMAIN], ['MatMulBnb4', MS_DOMAIN], ['DynamicQuantizeMatMul', MS_DOMAIN],
+  ['SkipSimplifiedLayerNormalization', MS_DOMAIN], ['RotaryEmbedding', MS_DOMAIN],
 ]);
 
 const intAttr = (v: unknown, key: string): number => {
@@ -47,4 +51,13 @@ Object.assign(OPS, {
       return [{ dtype: 'f32', shape: [...a.shape.slice(0, -1), b.shape[1]] }];
     },
   },
+  SimplifiedLayerNormalization: { arity: 2, infer: ([x]) => [{ dtype: x.dtype, shape: [...x.shape] }] },
+  SkipSimplifiedLayerNormalization: {
+    arity: [3, 4],
+    infer: ([x]) => {
+      const stat = { dtype: 'f32' as const, shape: [...x.shape.slice(0, -1), 1 as Dim] };
+      return [{ dtype: x.dtype, shape: [...x.shape] }, stat, stat, { dtype: x.dtype, shape: [...x.shape] }];
+    },
+  },
+  RotaryEmbedding: { arity: 4, infer: ([x]) => [{ dtype: x.dtype, shape: [...x.shape] }] },
 } satisfies Record<string, OpDef>);

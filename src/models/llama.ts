@@ -15,6 +15,8 @@ export interface LlamaModelOptions {
   threads?: number;
   /** ORT graph optimization level (default 'all'). */
   optimizationLevel?: SessionOptions['optimizationLevel'];
+  /** ORT's fused inference kernels (RMSNorm, RoPE, joined projections; see LlamaGraphOptions.fused). Default true. */
+  fused?: boolean;
 }
 
 export class ForwardError extends Error {
@@ -29,7 +31,7 @@ export class LlamaModel implements CausalLM {
    * (e.g. one reading a checkpoint lazily), build the graph and load it; ORT maps the weights from a file it owns.
    */
   static async create(config: LlamaConfig, weights: ReadonlyMap<string, HostTensor> | WeightSource, opts: LlamaModelOptions = {}): Promise<LlamaModel> {
-    const graph = buildLlamaGraph(config, weights);
+    const graph = buildLlamaGraph(config, weights, { fused: opts.fused ?? true });
     const session = await sessionFromGraph(graph, { threads: opts.threads, optimizationLevel: opts.optimizationLevel, lower: { docString: `slimlm ${config.modelType} decoder` } });
     return new LlamaModel(config, session);
   }

@@ -37,6 +37,11 @@ export interface WeightSource {
   tensor(g: GraphBuilder, name: string, shape: number[]): Tensor;
   /** x · Wᵀ for the Linear weight `name` of HF shape [out, in]; default: MatMul with `tensor(name)` transposed. */
   linear?(g: GraphBuilder, x: Tensor, name: string, shape: number[]): Tensor;
+  /**
+   * x times several Linear weights of the same input size as ONE matrix (outputs concatenated on the last axis), or
+   * undefined when they cannot be joined: one bigger GEMV instead of several small ones (q/k/v, gate/up).
+   */
+  fusedLinear?(g: GraphBuilder, x: Tensor, names: string[], shapes: number[][]): Tensor | undefined;
 }
 
 export interface LlamaGraphOptions {
@@ -46,6 +51,12 @@ export interface LlamaGraphOptions {
   allPositions?: boolean;
   /** Build into this builder (e.g. a training step that appends a loss and the backward pass). */
   builder?: GraphBuilder;
+  /**
+   * Inference kernels of ONNX Runtime instead of plain ops: SimplifiedLayerNormalization (RMSNorm),
+   * SkipSimplifiedLayerNormalization (residual add + RMSNorm), RotaryEmbedding, fused q/k/v and gate/up projections.
+   * Fewer, bigger nodes per token; they have no gradient rules, so training graphs keep the default (false).
+   */
+  fused?: boolean;
 }
 
 /** Weights as f32 initializers (f16/bf16 converted while the model is serialized). */
@@ -66,6 +77,7 @@ export const shapeOnlyWeights: WeightSource = {
 export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<string, HostTensor> | WeightSource, opts: LlamaGraphOptions = {}): Graph {
   const source = weights === undefined ? shapeOnlyWeights : weights instanceof Map ? initializerWeights(config, weights) : weights as WeightSource;
   const useCache = opts.cache ?? true;
+  const fused = opts.fused ?? false;
   const c = config;
   const nH = c.numAttentionHeads, kvH = c.numKeyValueHeads, D = c.headDim, rep = nH / kvH;
   const g = opts.builder ?? new GraphBuilder(`${c.modelType}_decoder`);
@@ -79,9 +91,23 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   const linear = (x: Tensor, name: string): Tensor =>
     source.linear ? source.linear(g, x, name, shapes.get(name)!) : g.matMul(x, weight(name), { transB: true });
   const rmsNorm = (x: Tensor, w: Tensor) => g.scope('rms_norm', () => {
+    if (fused) return g.op('SimplifiedLayerNormalization', [x, w], { axis: -1, epsilon: c.rmsNormEps, stash_type: 1 });
     const variance = g.reduceMean(g.mul(x, x), [-1]);
     return g.mul(g.mul(x, g.reciprocal(g.sqrt(g.add(variance, c.rmsNormEps)))), w);
   });
+  /** residual + x, and its RMSNorm. */
+  const addNorm = (residual: Tensor, x: Tensor, w: Tensor): { sum: Tensor; normed: Tensor } => {
+    if (!fused) { const sum = g.add(residual, x); return { sum, normed: rmsNorm(sum, w) }; }
+    const [normed, , , sum] = g.opMulti('SkipSimplifiedLayerNormalization', [x, residual, w], { epsilon: c.rmsNormEps });
+    return { sum, normed };
+  };
+  /** x times the Linear weights `names`, one output each (a single fused GEMV where the source can join them). */
+  const linears = (x: Tensor, names: string[]): Tensor[] => {
+    const joined = fused ? source.fusedLinear?.(g, x, names, names.map((n) => shapes.get(n)!)) : undefined;
+    if (!joined) return names.map((n) => linear(x, n));
+    let start = 0;
+    return names.map((n) => { const N = shapes.get(n)![0]; return g.slice(joined, [start], [start += N], [-1]); });
+  };
 
   const inputIds = g.input(LLAMA_IO.inputIds, 'i64', ['batch', 'seq']);
   const totalDim = useCache ? 'past+seq' : 'seq';
@@ -89,7 +115,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   const logitsIndex = opts.allPositions ? null : g.input(LLAMA_IO.logitsIndex, 'i64', ['n_logits']);
 
   // Cache indices: keys are 0..total-1, queries total-seq..total-1 (left padding included, as HF's cache_position).
-  const { bias, cos, sin } = g.scope('mask_and_rope', () => {
+  const { bias, positions, cos, sin } = g.scope('mask_and_rope', () => {
     const total = g.squeeze(g.shape(mask, 1, 2), [0]);
     const seq = g.squeeze(g.shape(inputIds, 1, 2), [0]);
     const keyIdx = g.range(0, total, 1, totalDim);
@@ -102,29 +128,35 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
 
     // Positions count real tokens only: cumsum(mask) - 1, taken at the query columns.
     const positions = g.gather(g.sub(g.cumSum(mask, 1), 1), queryIdx, 1); // [batch, seq]
+    // Left padding has position -1; RotaryEmbedding rejects it (its keys are masked, any position does).
+    if (fused) return { bias, positions: g.where(g.less(positions, 0), 0, positions), cos: null, sin: null };
     const invFreq = g.constant(ropeInvFreq(D, c.ropeTheta), 'f32');
     const freqs = g.mul(g.unsqueeze(g.cast(positions, 'f32'), [2]), invFreq); // [batch, seq, D/2]
     const angles = g.unsqueeze(g.concat([freqs, freqs], -1), [1]); // [batch, 1, seq, D]
-    return { bias, cos: g.cos(angles), sin: g.sin(angles) };
+    return { bias, positions, cos: g.cos(angles), sin: g.sin(angles) };
   });
+  // RotaryEmbedding reads cos/sin of each position from tables (rounded like HF's f32 angles).
+  const ropeTables = fused ? ropeCaches(g, c) : null;
   // HF rotate-half RoPE: x·cos + [-x2, x1]·sin.
   const rope = (x: Tensor) => g.scope('rope', () => {
+    if (ropeTables) return g.op('RotaryEmbedding', [x, positions, ropeTables.cos, ropeTables.sin], { interleaved: 0 });
     const x1 = g.slice(x, [0], [D / 2], [-1]);
     const x2 = g.slice(x, [D / 2], [END], [-1]);
-    return g.add(g.mul(x, cos), g.mul(g.concat([g.neg(x2), x1], -1), sin));
+    return g.add(g.mul(x, cos!), g.mul(g.concat([g.neg(x2), x1], -1), sin!));
   });
   const heads = (x: Tensor, n: number) => g.transpose(g.reshape(x, [0, 0, n, D]), [0, 2, 1, 3]); // [batch, n, seq, D]
 
   const embed = weight('model.embed_tokens.weight');
   let h = g.scope('embed', () => g.gather(embed, inputIds, 0));
+  let x = g.scope('layers.0', () => rmsNorm(h, weight('model.layers.0.input_layernorm.weight')));
   for (let i = 0; i < c.numHiddenLayers; i++) {
     const p = `model.layers.${i}.`;
-    h = g.scope(`layers.${i}`, () => {
-      const x = rmsNorm(h, weight(p + 'input_layernorm.weight'));
+    g.scope(`layers.${i}`, () => {
       const attn = g.scope('attn', () => {
-        const q = rope(heads(linear(x, p + 'self_attn.q_proj.weight'), nH));
-        const k = rope(heads(linear(x, p + 'self_attn.k_proj.weight'), kvH));
-        const v = heads(linear(x, p + 'self_attn.v_proj.weight'), kvH);
+        const [qx, kx, vx] = linears(x, ['q', 'k', 'v'].map((m) => `${p}self_attn.${m}_proj.weight`));
+        const q = rope(heads(qx, nH));
+        const k = rope(heads(kx, kvH));
+        const v = heads(vx, kvH);
         let keys = k, values = v;
         if (useCache) {
           keys = g.concat([g.input(LLAMA_IO.pastKey(i), 'f32', ['batch', kvH, 'past', D]), k], 2);
@@ -139,14 +171,15 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
         const merged = g.reshape(g.transpose(g.reshape(ctx, [0, nH, -1, D]), [0, 2, 1, 3]), [0, 0, nH * D]);
         return linear(merged, p + 'self_attn.o_proj.weight');
       });
-      const h1 = g.add(h, attn);
+      const { sum: h1, normed: y } = addNorm(h, attn, weight(p + 'post_attention_layernorm.weight'));
       const mlp = g.scope('mlp', () => {
-        const y = rmsNorm(h1, weight(p + 'post_attention_layernorm.weight'));
-        const gate = linear(y, p + 'mlp.gate_proj.weight');
+        const [gate, up] = linears(y, [p + 'mlp.gate_proj.weight', p + 'mlp.up_proj.weight']);
         const silu = g.mul(gate, g.sigmoid(gate));
-        return linear(g.mul(silu, linear(y, p + 'mlp.up_proj.weight')), p + 'mlp.down_proj.weight');
+        return linear(g.mul(silu, up), p + 'mlp.down_proj.weight');
       });
-      return g.add(h1, mlp);
+      // The next layer's input norm joins this residual add (one SkipSimplifiedLayerNormalization when fused).
+      if (i + 1 < c.numHiddenLayers) ({ sum: h, normed: x } = addNorm(h1, mlp, weight(`model.layers.${i + 1}.input_layernorm.weight`)));
+      else h = g.add(h1, mlp);
     });
   }
   const logits = g.scope('lm_head', () => {
@@ -156,6 +189,20 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   });
   g.output(LLAMA_IO.logits, logits);
   return g.graph;
+}
+
+/** cos/sin tables [maxPositionEmbeddings, headDim/2] for RotaryEmbedding: cos(f32(position · invFreq)) as HF computes them. */
+function ropeCaches(g: GraphBuilder, c: LlamaConfig): { cos: Tensor; sin: Tensor } {
+  const invFreq = ropeInvFreq(c.headDim, c.ropeTheta), half = c.headDim / 2, rows = c.maxPositionEmbeddings;
+  const table = (fn: (a: number) => number) => {
+    const t = new Float32Array(rows * half);
+    for (let p = 0; p < rows; p++) for (let j = 0; j < half; j++) t[p * half + j] = fn(Math.fround(p * invFreq[j]));
+    return new Uint8Array(t.buffer);
+  };
+  return {
+    cos: g.initializer('rope.cos_cache', 'f32', [rows, half], table(Math.cos)),
+    sin: g.initializer('rope.sin_cache', 'f32', [rows, half], table(Math.sin)),
+  };
 }
 
 /** Number of weight elements a graph holds (its initializers). */

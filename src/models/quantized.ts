@@ -70,11 +70,34 @@ export function quantizedWeightSource(p: QuantizedWeightProvider, opts: Quantize
     if (q.kind === 'bnb4' && nf4Route === 'int8' && q.w.shape[1] % q.w.blocksize === 0) memo.q = q = { kind: 'nbits', w: bnb4ToNBits8(q.w) };
     return q;
   };
-  const lazy = (g: GraphBuilder, name: string, dtype: 'u8' | 'i8' | 'f32', dims: number[], bytes: () => Uint8Array) =>
+  const lazyParts = (g: GraphBuilder, name: string, dtype: 'u8' | 'i8' | 'f32', dims: number[], parts: () => Uint8Array[]) =>
     g.initializer(name, dtype, dims, {
       byteLength: numel(dims) * (dtype === 'f32' ? 4 : 1),
-      write(dst) { dst.set(bytes()); },
+      write(dst) { let at = 0; for (const p of parts()) { dst.set(p, at); at += p.byteLength; } },
     });
+  const lazy = (g: GraphBuilder, name: string, dtype: 'u8' | 'i8' | 'f32', dims: number[], bytes: () => Uint8Array) =>
+    lazyParts(g, name, dtype, dims, () => [bytes()]);
+  const nbitsData = (name: string, shape: readonly number[]): NBitsWeight => {
+    const q = data(name, shape);
+    if (q.kind !== 'nbits') throw new Error(`${name}: expected MatMulNBits data, got ${q.kind}`);
+    return q.w;
+  };
+  // Blocks run over the flattened weight; only rows made of whole blocks can be re-coded block for block.
+  const effectiveLayout = (name: string, shape: readonly number[]): LinearLayout => {
+    const layout = p.layout(name, shape);
+    return layout.kind === 'bnb4' && nf4Route === 'int8' && shape[1] % layout.blocksize === 0
+      ? { kind: 'nbits', bits: 8, blockSize: layout.blocksize, symmetric: true } : layout;
+  };
+  const nbitsNode = (g: GraphBuilder, x: Tensor, name: string, N: number, K: number, layout: Extract<LinearLayout, { kind: 'nbits' }>, parts: () => NBitsWeight[]) => {
+    const { bits, blockSize, symmetric } = layout;
+    const blocks = nbitsBlocks(K, blockSize);
+    const inputs = [x,
+      lazyParts(g, `${name}.qweight`, 'u8', [N, blocks, (blockSize * bits) / 8], () => parts().map((w) => w.B)),
+      lazyParts(g, `${name}.scales`, 'f32', [N * blocks], () => parts().map((w) => u8(w.scales)))];
+    if (!symmetric) inputs.push(lazyParts(g, `${name}.qzeros`, 'u8', [bits === 4 ? N * Math.ceil(blocks / 2) : N * blocks], () => parts().map((w) => w.zeroPoints!)));
+    return g.op('MatMulNBits', inputs, { K, N, bits, block_size: blockSize, accuracy_level: accuracyLevel });
+  };
+  let group: { key: string; parts: NBitsWeight[] } | null = null; // the parts of one fused weight, kept while it is written
   const floatInit = (g: GraphBuilder, name: string, shape: number[], get: () => HostTensor) =>
     g.initializer(name, 'f32', shape, {
       byteLength: numel(shape) * 4,
@@ -94,21 +117,10 @@ export function quantizedWeightSource(p: QuantizedWeightProvider, opts: Quantize
     tensor: floatTensor,
     linear(g: GraphBuilder, x: Tensor, name: string, shape: number[]): Tensor {
       const [N, K] = shape;
-      let layout = p.layout(name, shape);
-      // Blocks run over the flattened weight; only rows made of whole blocks can be re-coded block for block.
-      if (layout.kind === 'bnb4' && nf4Route === 'int8' && K % layout.blocksize === 0) layout = { kind: 'nbits', bits: 8, blockSize: layout.blocksize, symmetric: true };
+      const layout = effectiveLayout(name, shape);
       switch (layout.kind) {
         case 'float': return g.matMul(x, floatTensor(g, name, shape), { transB: true });
-        case 'nbits': {
-          const { bits, blockSize, symmetric } = layout;
-          const blocks = nbitsBlocks(K, blockSize);
-          const nb = () => { const q = data(name, shape); if (q.kind !== 'nbits') throw new Error(`${name}: expected MatMulNBits data, got ${q.kind}`); return q.w; };
-          const inputs = [x,
-            lazy(g, `${name}.qweight`, 'u8', [N, blocks, (blockSize * bits) / 8], () => nb().B),
-            lazy(g, `${name}.scales`, 'f32', [N * blocks], () => u8(nb().scales))];
-          if (!symmetric) inputs.push(lazy(g, `${name}.qzeros`, 'u8', [bits === 4 ? N * Math.ceil(blocks / 2) : N * blocks], () => nb().zeroPoints!));
-          return g.op('MatMulNBits', inputs, { K, N, bits, block_size: blockSize, accuracy_level: accuracyLevel });
-        }
+        case 'nbits': return nbitsNode(g, x, name, N, K, layout, () => [nbitsData(name, shape)]);
         case 'int8-row': {
           const rw = () => { const q = data(name, shape); if (q.kind !== 'int8-row') throw new Error(`${name}: expected int8 rows, got ${q.kind}`); return q.w; };
           return g.op('DynamicQuantizeMatMul', [x,
@@ -124,6 +136,20 @@ export function quantizedWeightSource(p: QuantizedWeightProvider, opts: Quantize
           { K, N, block_size: layout.blocksize, quant_type: layout.quantType === 'nf4' ? 1 : 0 });
         }
       }
+    },
+    // MatMulNBits rows are independent, so weights of one layout and input size join by stacking their rows.
+    fusedLinear(g, x, names, shapes) {
+      const layouts = names.map((n, i) => effectiveLayout(n, shapes[i]));
+      const [first] = layouts;
+      if (first.kind !== 'nbits' || shapes.some((s) => s[1] !== shapes[0][1])) return undefined;
+      if (layouts.some((l) => l.kind !== 'nbits' || l.bits !== first.bits || l.blockSize !== first.blockSize || l.symmetric !== first.symmetric)) return undefined;
+      const key = names.join('+');
+      const parts = () => {
+        if (group?.key !== key) group = { key, parts: names.map((n, i) => nbitsData(n, shapes[i])) };
+        return group.parts;
+      };
+      const N = shapes.reduce((n, s) => n + s[0], 0);
+      return nbitsNode(g, x, key, N, shapes[0][1], first, parts);
     },
   };
 }

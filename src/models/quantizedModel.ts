@@ -17,6 +17,8 @@ export interface LoadModelOptions extends QuantizedSourceOptions {
   threads?: number;
   /** Quantize the Linear layers of a float checkpoint while loading. */
   quantize?: QuantRecipe;
+  /** ORT's fused inference kernels (default true; false = the plain graph, for comparisons). */
+  fused?: boolean;
 }
 
 export interface LoadedModel {
@@ -37,7 +39,7 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
   if (isQuantizedCheckpoint(path)) {
     const q = openQuantizedCheckpoint(path);
     try {
-      const model = await createLlamaModel(q.config, quantizedWeightSource(q.provider, opts), { threads: opts.threads });
+      const model = await createLlamaModel(q.config, quantizedWeightSource(q.provider, opts), { threads: opts.threads, fused: opts.fused });
       return { model, config: q.config, format: 'quantized-safetensors', storedBytes: q.storedBytes, tokenizerPath: tokenizerNear(path) };
     } finally {
       q.close();
@@ -46,7 +48,7 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
   if (path.endsWith('.gguf') && !opts.quantize) {
     const g = ggufProvider(path);
     try {
-      const model = await createLlamaModel(g.ckpt.config, quantizedWeightSource(g.provider, opts), { threads: opts.threads });
+      const model = await createLlamaModel(g.ckpt.config, quantizedWeightSource(g.provider, opts), { threads: opts.threads, fused: opts.fused });
       return { model, config: g.ckpt.config, format: 'gguf', storedBytes: checkpointSizeBytes(g.ckpt), tokenizerPath: g.ckpt.tokenizerPath };
     } finally {
       g.close();
@@ -55,7 +57,7 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
   const ckpt = openCheckpoint(path);
   try {
     const source = opts.quantize ? quantizedWeightSource(recipeProvider(ckpt, opts.quantize), opts) : checkpointWeights(ckpt);
-    const model = await createLlamaModel(ckpt.config, source, { threads: opts.threads });
+    const model = await createLlamaModel(ckpt.config, source, { threads: opts.threads, fused: opts.fused });
     // With a recipe, the size is what `slimlm quantize` would store: quantized Linear layers, other tensors as stored.
     let storedBytes = checkpointSizeBytes(ckpt);
     if (opts.quantize) {
