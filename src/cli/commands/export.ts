@@ -1,22 +1,26 @@
 import { loadTokenizer } from '../../tokenizers/index.js';
 import { openCheckpoint } from '../../models/checkpoint.js';
 import { exportGGUF, exportHF, GGUF_EXPORT_TYPES, type GGUFExportType } from '../../models/export.js';
+import { dirname } from 'node:path';
+import { exportTransformersJs } from '../../models/exportOnnx.js';
 import { progressBar } from '../progress.js';
 import { str, UsageError, type Command } from '../common.js';
 
 export const exportCommand: Command = {
-  summary: 'write a model as a llama.cpp GGUF (with its tokenizer) or a Hugging Face folder',
-  usage: `slimlm export --model PATH --out PATH [--format gguf|hf] [--type f32|f16|q8_0|q4_0|q4_k_m|bf16] [--tokenizer PATH]
+  summary: 'write a model as a llama.cpp GGUF (with its tokenizer), a Hugging Face folder, or a transformers.js ONNX folder',
+  usage: `slimlm export --model PATH --out PATH [--format gguf|hf|onnx] [--type f32|f16|q8_0|q4_0|q4_k_m|bf16|q4] [--tokenizer PATH]
   gguf: tensor types follow llama-quantize's recipe for the type (norms F32; output Q6_K for q4_0/q4_k_m; q4_k_m
         puts attn_v/ffn_down of some layers in Q6_K); the tokenizer goes into tokenizer.ggml.* metadata.
   hf:   config.json + model.safetensors (--type f32|f16|bf16) + the tokenizer files.
+  onnx: the folder transformers.js loads: config.json, tokenizer files, onnx/model.onnx (fp32) and, with --type q4
+        (the default for onnx), onnx/model_q4.onnx (int4 MatMulNBits).
   Default format from --out (.gguf → gguf, else hf); default type f16.`,
   options: { model: { type: 'string' }, out: { type: 'string' }, format: { type: 'string' }, type: { type: 'string' }, tokenizer: { type: 'string' } },
   async run(v) {
     const model = str(v, 'model'), out = str(v, 'out');
     if (!model || !out) throw new UsageError('--model and --out are required');
     const format = str(v, 'format') ?? (out.endsWith('.gguf') ? 'gguf' : 'hf');
-    const type = (str(v, 'type') ?? 'f16').toLowerCase();
+    const type = (str(v, 'type') ?? (format === 'onnx' ? 'q4' : 'f16')).toLowerCase();
     const ckpt = openCheckpoint(model);
     try {
       const bar = progressBar('export', ckpt.tensorNames().length, 'tensors');
@@ -29,8 +33,11 @@ export const exportCommand: Command = {
       } else if (format === 'hf') {
         if (type !== 'f32' && type !== 'f16' && type !== 'bf16') throw new UsageError('--type for hf must be f32, f16 or bf16 (use `slimlm quantize` for 4/8-bit)');
         exportHF(ckpt, out, { dtype: type, tokenizerPath: tokPath, onTensor: (n) => bar.tick(1, n) });
+      } else if (format === 'onnx') {
+        if (type !== 'f32' && type !== 'q4' && type !== 'f16') throw new UsageError('--type for onnx must be f32 (model.onnx only) or q4 (model.onnx and model_q4.onnx)');
+        exportTransformersJs(ckpt, out, { quantized: type === 'q4' ? { type: 'int4' } : null, tokenizerDir: tokPath ? dirname(tokPath) : null });
       } else {
-        throw new UsageError(`--format must be gguf or hf, got ${JSON.stringify(format)}`);
+        throw new UsageError(`--format must be gguf, hf or onnx, got ${JSON.stringify(format)}`);
       }
       bar.done();
       process.stderr.write(`wrote ${out}\n`);
