@@ -142,3 +142,26 @@ export function castFloat(t: HostTensor, dtype: 'f32' | 'f16' | 'bf16'): HostTen
 export function isDType(s: string): s is DType {
   return Object.prototype.hasOwnProperty.call(DTYPE_BYTES, s);
 }
+
+/**
+ * Write little-endian f32/f16/bf16 bytes `src` as f32 bytes into `dst` (any alignment). Used to stream weights
+ * straight into a serialized model, so converting costs no whole-tensor temporary.
+ */
+export function writeAsF32(dtype: 'f32' | 'f16' | 'bf16', src: Uint8Array, dst: Uint8Array): void {
+  const n = src.byteLength / DTYPE_BYTES[dtype];
+  if (!Number.isInteger(n) || dst.byteLength !== n * 4) throw new Error(`writeAsF32: ${src.byteLength} bytes of ${dtype} do not fill ${dst.byteLength} f32 bytes`);
+  if (dtype === 'f32') { dst.set(src); return; }
+  const view = new DataView(src.buffer, src.byteOffset, src.byteLength);
+  const chunk = 1 << 16;
+  const bits = new Uint32Array(Math.min(chunk, n));
+  const floats = new Float32Array(bits.buffer);
+  const bytes = new Uint8Array(bits.buffer);
+  const table = dtype === 'f16' ? f16Lookup() : null;
+  for (let start = 0; start < n; start += chunk) {
+    const m = Math.min(chunk, n - start);
+    if (table) for (let i = 0; i < m; i++) floats[i] = table[view.getUint16(2 * (start + i), true)];
+    else for (let i = 0; i < m; i++) bits[i] = view.getUint16(2 * (start + i), true) << 16;
+    dst.set(m === bits.length ? bytes : bytes.subarray(0, 4 * m), 4 * start);
+  }
+}
+
