@@ -1,8 +1,8 @@
 import path from 'node:path';
 import readline from 'node:readline';
-import { AutoModelForCausalLM, AutoTokenizer, DEFAULT_MODEL } from '../../api.js';
 import { CHAT_TEMPLATE_CHOICES, ChatSession, chatFormat } from '../../chat/index.js';
-import { int, num, str, threads, threadsOption, UsageError, type Command } from '../common.js';
+import { int, str, threadsOption, UsageError, type Command } from '../common.js';
+import { loadModelAndTokenizer, samplingFlags, samplingOptions } from '../modelOptions.js';
 
 const HELP = '/reset clears the conversation · /system TEXT sets the system prompt (/system alone clears it) · /exit quits · Ctrl-C stops a reply';
 
@@ -17,35 +17,22 @@ export const chat: Command = {
   Time to first token and tokens/s are printed on stderr after each reply.`,
   options: {
     model: { type: 'string' }, tokenizer: { type: 'string' }, template: { type: 'string' }, system: { type: 'string' },
-    'max-new-tokens': { type: 'string' }, ctx: { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
-    'top-p': { type: 'string' }, 'repetition-penalty': { type: 'string' }, seed: { type: 'string' }, ...threadsOption,
+    'max-new-tokens': { type: 'string' }, ctx: { type: 'string' }, ...samplingFlags, ...threadsOption,
   },
   async run(v) {
-    const modelPath = str(v, 'model') ?? DEFAULT_MODEL;
-    const temperature = num(v, 'temperature', 0.8)!;
     const maxNewTokens = int(v, 'max-new-tokens', 256)!;
     if (maxNewTokens < 1) throw new UsageError('--max-new-tokens must be at least 1');
     const ctx = int(v, 'ctx');
     if (ctx !== undefined && ctx < 16) throw new UsageError('--ctx must be at least 16');
-    const model = await AutoModelForCausalLM.fromPretrained(modelPath, { threads: threads(v) });
+    const generation = samplingOptions(v); // flags checked before the model loads
+    const { modelPath, model, tokenizer } = await loadModelAndTokenizer(v);
     try {
-      const tokenizer = await AutoTokenizer.fromPretrained(str(v, 'tokenizer') ?? modelPath);
-      if (tokenizer.vocabSize !== model.config.vocabSize) {
-        throw new UsageError(`tokenizer vocabulary (${tokenizer.vocabSize}) does not match the model's (${model.config.vocabSize})`);
-      }
       const format = chatFormat(tokenizer, str(v, 'template') ?? 'auto');
       const session = new ChatSession(model.model, tokenizer, format, {
         maxNewTokens,
         contextLength: ctx,
         system: str(v, 'system'),
-        generation: {
-          temperature,
-          doSample: temperature > 0,
-          topK: int(v, 'top-k', 40),
-          topP: num(v, 'top-p', 0.95),
-          repetitionPenalty: num(v, 'repetition-penalty', 1),
-          seed: int(v, 'seed'),
-        },
+        generation,
       });
       await chatLoop(session, `${path.basename(modelPath)} · template ${format.name} · context ${session.contextLength} tokens`);
     } finally {

@@ -1,5 +1,5 @@
-import { AutoModelForCausalLM, AutoTokenizer, DEFAULT_MODEL } from '../../api.js';
-import { int, num, str, threads, threadsOption, UsageError, type Command } from '../common.js';
+import { int, str, threadsOption, type Command } from '../common.js';
+import { loadModelAndTokenizer, samplingFlags, samplingOptions } from '../modelOptions.js';
 
 export const generate: Command = {
     summary: 'generate a continuation of a prompt',
@@ -10,28 +10,18 @@ export const generate: Command = {
   temperature 0.8, top-k 40, top-p 0.95 (temperature 0 = greedy).`,
     options: {
       model: { type: 'string' }, tokenizer: { type: 'string' }, prompt: { type: 'string' },
-      'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
-      'top-p': { type: 'string' }, 'repetition-penalty': { type: 'string' }, seed: { type: 'string' },
+      'max-new-tokens': { type: 'string' }, ...samplingFlags,
       stop: { type: 'string', multiple: true }, quiet: { type: 'boolean' }, ...threadsOption,
     },
     async run(v) {
-      const modelPath = str(v, 'model') ?? DEFAULT_MODEL;
-      const model = await AutoModelForCausalLM.fromPretrained(modelPath, { threads: threads(v) });
+      const sampling = samplingOptions(v); // flags checked before the model loads
+      const maxNewTokens = int(v, 'max-new-tokens', 256);
+      const { model, tokenizer } = await loadModelAndTokenizer(v);
       try {
-        const tokenizer = await AutoTokenizer.fromPretrained(str(v, 'tokenizer') ?? modelPath);
-        if (tokenizer.vocabSize !== model.config.vocabSize) {
-          throw new UsageError(`tokenizer vocabulary (${tokenizer.vocabSize}) does not match the model's (${model.config.vocabSize})`);
-        }
         const promptIds = tokenizer.encode(str(v, 'prompt') ?? '');
-        const temperature = num(v, 'temperature', 0.8)!;
         const result = await model.generate(promptIds, {
-          maxNewTokens: int(v, 'max-new-tokens', 256),
-          temperature,
-          doSample: temperature > 0,
-          topK: int(v, 'top-k', 40),
-          topP: num(v, 'top-p', 0.95),
-          repetitionPenalty: num(v, 'repetition-penalty', 1),
-          seed: int(v, 'seed'),
+          maxNewTokens,
+          ...sampling,
           stopStrings: (v.stop as string[] | undefined) ?? [],
           tokenizer,
         }, { onText: (text: string) => { process.stdout.write(text); } });
