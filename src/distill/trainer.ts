@@ -196,6 +196,11 @@ export async function runTraining(o: TrainerOptions): Promise<TrainResult> {
       state.history.push(row);
       state.elapsedSeconds = startElapsed + (Date.now() - started) / 1000;
       const tps = (state.tokensSeen - startTokens) / Math.max(1e-9, (Date.now() - started) / 1000);
+      // Without a progress bar (pipes, CI logs) each validation is one line, so long runs still show where they are.
+      if (row.valPpl !== undefined && !process.stderr.isTTY) {
+        log(`step ${step}/${totalSteps}: loss ${r.loss.toFixed(4)}, validation perplexity ${row.valPpl.toFixed(2)}` +
+          `${row.valKl !== undefined ? `, KL to teacher ${row.valKl.toFixed(4)}` : ''}, ${tps.toFixed(0)} tok/s, ${formatSeconds(state.elapsedSeconds)}`);
+      }
       bar.tick(1, `loss ${r.loss.toFixed(4)} lr ${lr.toExponential(2)} ${tps.toFixed(0)} tok/s${lastEval ? ` val ppl ${lastEval.ppl.toFixed(2)}` : ''}`);
       o.onStep?.(row);
       if (o.saveEvery && step % o.saveEvery === 0 && step < totalSteps) await save();
