@@ -17,6 +17,7 @@ import { expectedTensors, type LlamaConfig } from '../src/models/config.js';
 import type { WeightSource } from '../src/models/llamaGraph.js';
 import { GraphBuilder, toOnnxBytes } from '../src/graph/index.js';
 import { Session, feeds } from '../src/runtime/index.js';
+import { peakRssBytes } from '../src/runtime/index.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -79,7 +80,7 @@ async function runOne(name: string, threads: number, tokens: number): Promise<Re
   await model.generate(prompt, { maxNewTokens: 4, eosTokenIds: [] }); // warm-up: ORT grows its arenas
   const r = await model.generate(prompt, { maxNewTokens: tokens, eosTokenIds: [] });
   await model.dispose();
-  const peakRssMiB = process.resourceUsage().maxRSS / 1024; // before the bandwidth probe allocates its buffer
+  const peakRssMiB = peakRssBytes() / 2 ** 20; // before the bandwidth probe allocates its buffer
   const gbps = await measureBandwidth(threads);
   const bound = (gbps * 1e9) / weightBytes;
   return {

@@ -25,6 +25,7 @@ import { feeds, Session } from '../src/runtime/index.js';
 import { generate } from '../src/generate/index.js';
 import { ggufTokenizerMetadata } from '../src/models/export.js';
 import { loadTokenizer } from '../src/tokenizers/index.js';
+import { peakRssBytes } from '../src/runtime/index.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const TINYLLAMA: LlamaConfig = {
@@ -77,7 +78,7 @@ async function runSlimlm(file: string, threads: number, prompt: number, tokens: 
   await generate(m.model, promptIds(prompt), { maxNewTokens: 4, eosTokenIds: [] }); // warm-up
   const r = await generate(m.model, promptIds(prompt), { maxNewTokens: tokens, eosTokenIds: [] });
   await m.model.dispose();
-  return { promptTokS: prompt / (r.timings.prefillMs / 1000), decodeTokS: r.timings.tokensPerSecond, peakRssMiB: process.resourceUsage().maxRSS / 1024 };
+  return { promptTokS: prompt / (r.timings.prefillMs / 1000), decodeTokS: r.timings.tokensPerSecond, peakRssMiB: peakRssBytes() / 2 ** 20 };
 }
 
 async function runLlamaCpp(file: string, threads: number, prompt: number, tokens: number) {
@@ -100,7 +101,7 @@ async function runLlamaCpp(file: string, threads: number, prompt: number, tokens
   await run(4); // warm-up
   const r = await run(tokens);
   await ctx.dispose(); await model.dispose(); await llama.dispose();
-  return { promptTokS: prompt / (r.promptMs / 1000), decodeTokS: r.decoded / (r.decodeMs / 1000), peakRssMiB: process.resourceUsage().maxRSS / 1024 };
+  return { promptTokS: prompt / (r.promptMs / 1000), decodeTokS: r.decoded / (r.decodeMs / 1000), peakRssMiB: peakRssBytes() / 2 ** 20 };
 }
 
 const { values } = parseArgs({ options: {

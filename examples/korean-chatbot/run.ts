@@ -21,6 +21,7 @@ import { loadData } from '../../src/data/index.js';
 import { evaluateHeldOut, type HeldOutResult } from '../../src/eval/heldout.js';
 import { parameterCount } from '../../src/models/config.js';
 import { svgChart, type Series } from '../../src/report/plot.js';
+import { peakRssBytes } from '../../src/runtime/index.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const shared = path.resolve(root, '../shared');
@@ -66,7 +67,7 @@ async function measure(modelPath: string, threads: number): Promise<void> {
   const mean = (f: (r: (typeof runs)[number]) => number) => runs.reduce((s, r) => s + f(r), 0) / runs.length;
   process.stdout.write(JSON.stringify({
     loadMs, ttftMs: mean((r) => r.ttftMs), replyMs: mean((r) => r.totalMs), tokensPerSecond: mean((r) => r.tokens / (r.totalMs / 1000)),
-    peakRssMiB: process.resourceUsage().maxRSS / 1024, sample: { question: QUESTIONS[0], answer: runs[0].text },
+    peakRssMiB: peakRssBytes() / 2 ** 20, sample: { question: QUESTIONS[0], answer: runs[0].text },
   }) + '\n');
 }
 
@@ -98,18 +99,25 @@ async function main(): Promise<void> {
   if (values.fresh) fs.rmSync(out, { recursive: true, force: true });
   fs.mkdirSync(out, { recursive: true });
   const cli = path.join(root, 'bin/slimlm.js');
-  const commands: { step: string; command: string; seconds: number; reused: boolean }[] = [];
+  // Wall time of each step as it actually ran, kept across reruns that reuse the step's output.
+  const timesFile = path.join(out, 'step-times.json');
+  const times: Record<string, number> = fs.existsSync(timesFile) ? JSON.parse(fs.readFileSync(timesFile, 'utf8')) : {};
+  const commands: { step: string; command: string; seconds: number | null }[] = [];
+  const rootDir = path.resolve(root) + path.sep;
 
   const slimlm = (step: string, produces: string, args: string[]) => {
-    const shown = `slimlm ${args.map((a) => (/[\s,"]/.test(a) ? JSON.stringify(a) : a)).join(' ')}`.replaceAll(root + '/', '').replaceAll(shared, '../shared');
+    const shown = `slimlm ${args.map((a) => (/[\s,"]/.test(a) ? JSON.stringify(a) : a)).join(' ')}`.replaceAll(out + path.sep, 'OUT/')
+      .replaceAll(rootDir, '').replaceAll(shared, '../shared');
     const reused = fs.existsSync(produces);
     process.stderr.write(`\n== ${step}${reused ? ' (reused)' : ''}\n$ ${shown}\n`);
-    const t0 = performance.now();
     if (!reused) {
+      const t0 = performance.now();
       const r = spawnSync(process.execPath, [cli, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
       if (r.status !== 0) throw new Error(`${step} failed (exit ${r.status}): ${shown}`);
+      times[step] = (performance.now() - t0) / 1000;
+      fs.writeFileSync(timesFile, JSON.stringify(times, null, 2));
     }
-    commands.push({ step, command: shown, seconds: (performance.now() - t0) / 1000, reused });
+    commands.push({ step, command: shown, seconds: times[step] ?? null });
   };
   const dataFlags = ['--data', DATA, '--max-length', String(preset.maxLength), '--seed', '0', '--validation', '0.05'];
   const trainFlags = ['--batch-size', String(preset.batch), '--eval-every', String(preset.evalEvery), '--eval-batches', String(preset.evalBatches),
@@ -176,7 +184,7 @@ async function main(): Promise<void> {
     '| model | parameters | size on disk | held-out ppl | KL to teacher | top-1 agreement | tok/s | first token | 64-token reply | peak RSS |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...rows.map((r) => `| ${r.name} | ${(r.params / 1e6).toFixed(2)}M | ${mib(r.bytes)} | ${f(r.quality.perplexity)} | ${f(r.quality.meanKL!, 4)} | ` +
-      `${f(100 * r.quality.top1Agreement!, 1)} % | ${f(r.speed.tokensPerSecond, 0)} | ${f(r.speed.ttftMs, 0)} ms | ${f(r.speed.replyMs, 0)} ms | ${f(r.speed.peakRssMiB, 0)} MiB |`),
+      `${f(100 * r.quality.top1Agreement!, 1)} % | ${f(r.speed.tokensPerSecond, 0)} | ${f(r.speed.ttftMs, 1)} ms | ${f(r.speed.replyMs, 0)} ms | ${f(r.speed.peakRssMiB, 0)} MiB |`),
     '',
     '## What each step cost',
     '',
@@ -187,8 +195,9 @@ async function main(): Promise<void> {
       `from ${f(t.quality.perplexity)} to ${f(kd.quality.perplexity)}.`,
     `- **Quantization** of the KD student: int4 ${f(q4.quality.perplexity)} (Δ ${f(q4.quality.perplexity - kd.quality.perplexity, 3)}), ` +
       `NF4 ${f(nf4.quality.perplexity)} (Δ ${f(nf4.quality.perplexity - kd.quality.perplexity, 3)}); size ${mib(kd.bytes)} → ${mib(q4.bytes)} (int4), ${mib(nf4.bytes)} (NF4). ` +
-      'Norms and the token embedding stay float (with tied embeddings they are most of this student), so 4-bit saves little here.',
-    `- **Latency** of the int4 student: first token ${f(q4.speed.ttftMs, 0)} ms, a 64-token reply in ${f(q4.speed.replyMs, 0)} ms ` +
+      'Norms and the token embedding stay float, and with tied embeddings the embedding is most of this student, so 4-bit saves ' +
+      'little here; int4 also stores an 8-bit copy of the tied LM head (faster decoding, more bytes).',
+    `- **Latency** of the int4 student: first token ${f(q4.speed.ttftMs, 1)} ms, a 64-token reply in ${f(q4.speed.replyMs, 0)} ms ` +
       `(goal ≤ 200 ms and ≤ 1 s on this 2-core machine), peak RSS ${f(q4.speed.peakRssMiB, 0)} MiB.`,
     `- Sample (int4 student, greedy): **${q4.speed.sample.question}** → ${q4.speed.sample.answer.replace(/\s+/g, ' ').trim()}`,
     '',
@@ -196,9 +205,11 @@ async function main(): Promise<void> {
     '',
     '## Commands',
     '',
+    `OUT = \`${path.relative(root, out) || out}\`.`,
+    '',
     '| step | seconds | command |',
     '|---|---:|---|',
-    ...commands.map((c) => `| ${c.step}${c.reused ? ' (reused)' : ''} | ${f(c.seconds, 0)} | \`${c.command}\` |`),
+    ...commands.map((c) => `| ${c.step} | ${c.seconds === null ? '?' : f(c.seconds, 0)} | \`${c.command}\` |`),
     '',
     `Serve it: \`slimlm chat --model ${path.relative(root, dir('student-kd-int4'))} --tokenizer ${path.relative(root, TOKENIZER)}\` or \`slimlm serve --model …\`.`,
   ];

@@ -7,6 +7,7 @@ import { svgChart } from '../../report/plot.js';
 import { loadTokenizer } from '../../tokenizers/index.js';
 import { int, str, threads, threadsOption, UsageError, type Command } from '../common.js';
 import type { EvalReport } from './eval.js';
+import { peakRssBytes } from '../../runtime/index.js';
 
 /**
  * Models are given as paths (evaluated here on --data against --reference, one at a time), as `PATH@TYPE` (quantized on
@@ -38,7 +39,7 @@ export const compare: Command = {
           const tok = await loadTokenizer(tokPath);
           const ids = tok.encode(readFileSync(data, 'utf8'), { addBos: false });
           const r = await evaluatePerplexity(m.model, ids, { ctx, bosId: tok.bosId, maxChunks: int(v, 'chunks') }, ref?.model);
-          reports.push({ model: item, type: type ?? m.format, sizeBytes: m.storedBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024, ctx, ...r });
+          reports.push({ model: item, type: type ?? m.format, sizeBytes: m.storedBytes, peakRssBytes: peakRssBytes(), ctx, ...r });
         } finally {
           await m.model.dispose();
         }

@@ -5,6 +5,7 @@ import { LINEAR_QUANT_TYPES, type LinearQuantType } from '../../quantize/recipe.
 import { loadTokenizer } from '../../tokenizers/index.js';
 import { progressBar } from '../progress.js';
 import { humanBytes, int, str, threads, threadsOption, UsageError, type Command } from '../common.js';
+import { peakRssBytes } from '../../runtime/index.js';
 
 export interface EvalReport extends EvalResult {
   model: string;
@@ -42,7 +43,7 @@ export const evalCommand: Command = {
       const bar = progressBar('eval', Math.min(Math.floor(ids.length / ctx), chunks ?? Infinity), 'chunks');
       const r = await evaluatePerplexity(m.model, ids, { ctx, bosId: tok.bosId, maxChunks: chunks, onChunk: () => bar.tick() }, ref?.model);
       bar.done();
-      const report: EvalReport = { model: modelPath, type: type ?? m.format, sizeBytes: m.storedBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024, ctx, ...r };
+      const report: EvalReport = { model: modelPath, type: type ?? m.format, sizeBytes: m.storedBytes, peakRssBytes: peakRssBytes(), ctx, ...r };
       const lines = [
         `model        ${modelPath}${type ? ` (quantized on the fly: ${type})` : ''}`,
         `windows      ${r.chunks} × ${ctx} tokens, ${r.scoredTokens} scored`,

@@ -7,6 +7,7 @@ import { LINEAR_QUANT_TYPES, type LinearQuantType, type QuantRecipe } from '../.
 import { loadTokenizer } from '../../tokenizers/index.js';
 import { progressBar } from '../progress.js';
 import { humanBytes, int, str, UsageError, type Command } from '../common.js';
+import { peakRssBytes } from '../../runtime/index.js';
 
 const TYPES = ['nf4', 'fp4', 'int8', 'int8-row', 'int4', 'int4-asym', 'q8_0', 'q4_0', 'q4_k_m'];
 
@@ -62,7 +63,7 @@ export const quantize: Command = {
       }
       bar.done();
       const size = statSync(out).isDirectory() ? ['model.safetensors'].map((f) => join(out, f)).filter(existsSync).reduce((s, f) => s + statSync(f).size, 0) : statSync(out).size;
-      process.stderr.write(`wrote ${out}${size ? ` (${humanBytes(size)})` : ''} in ${((Date.now() - t0) / 1000).toFixed(1)} s; peak RSS ${humanBytes(process.resourceUsage().maxRSS * 1024)}\n`);
+      process.stderr.write(`wrote ${out}${size ? ` (${humanBytes(size)})` : ''} in ${((Date.now() - t0) / 1000).toFixed(1)} s; peak RSS ${humanBytes(peakRssBytes())}\n`);
     } finally {
       ckpt.close();
     }
