@@ -76,6 +76,7 @@ function sizeOnDisk(dir: string): number {
     .reduce((n, f) => n + fs.statSync(path.join(dir, f)).size, 0);
 }
 
+/** Steps, the CE part of the loss (comparable across KD and CE runs), and validation perplexities of a loss.csv. */
 function readLossCsv(file: string): { step: number[]; loss: number[]; val: [number, number][] } {
   const [header, ...lines] = fs.readFileSync(file, 'utf8').trim().split('\n');
   const cols = header.split(',');
@@ -84,7 +85,7 @@ function readLossCsv(file: string): { step: number[]; loss: number[]; val: [numb
   for (const line of lines) {
     const f = line.split(',');
     out.step.push(Number(f[at('step')]));
-    out.loss.push(Number(f[at('loss')]));
+    out.loss.push(Number(f[at('ce')] || f[at('loss')]));
     if (f[at('val_ppl')]) out.val.push([Number(f[at('step')]), Number(f[at('val_ppl')])]);
   }
   return out;
@@ -164,7 +165,7 @@ async function main(): Promise<void> {
   // Plots: training curves and quality vs size.
   const curves = ['teacher', 'student-kd', 'student-ce'].map((d) => ({ d, csv: readLossCsv(path.join(dir(d), 'loss.csv')) }));
   fs.writeFileSync(path.join(out, 'training-loss.svg'), svgChart(curves.map(({ d, csv }) => ({ name: d, points: csv.step.map((s, i) => [s, csv.loss[i]] as [number, number]) })),
-    { title: 'Training loss (answer tokens)', xLabel: 'step', yLabel: 'loss' }));
+    { title: 'Training cross-entropy on answer tokens (KD runs: the CE part of the loss)', xLabel: 'step', yLabel: 'cross-entropy' }));
   fs.writeFileSync(path.join(out, 'validation-ppl.svg'), svgChart(curves.filter((c) => c.csv.val.length).map(({ d, csv }) => ({ name: d, points: csv.val })),
     { title: 'Validation perplexity during training', xLabel: 'step', yLabel: 'perplexity', logY: true }));
   const scatter: Series[] = [{ name: 'models', points: rows.map((r) => [r.bytes / 2 ** 20, r.quality.perplexity] as [number, number]) }];
