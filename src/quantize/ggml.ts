@@ -6,8 +6,8 @@
  * ggml-base is compiled without -march flags (no FMA contraction), so every float operation rounds to f32: each one
  * is wrapped in Math.fround here, in the C evaluation order.
  */
-import { GGML_TYPES, quantizeQ4_0, quantizeQ8_0, type GGMLTypeName } from '../formats/gguf.js';
-import { f16ToF32, f32ToF16, f32ToF16Bytes } from '../formats/dtype.js';
+import { GGML_TYPES, quantize, type GGMLTypeName } from '../formats/gguf.js';
+import { f16ToF32, f32ToF16 } from '../formats/dtype.js';
 
 const fr = Math.fround;
 const QK_K = 256;
@@ -252,13 +252,11 @@ export function quantizeQ5_0(x: Float32Array): Uint8Array {
 /** Quantize f32 values to any ggml type slimlm writes. */
 export function quantizeGGML(type: GGMLTypeName, x: Float32Array): Uint8Array {
   switch (type) {
-    case 'F32': return new Uint8Array(x.slice().buffer);
-    case 'F16': return f32ToF16Bytes(x);
-    case 'Q8_0': return quantizeQ8_0(x);
-    case 'Q4_0': return quantizeQ4_0(x);
     case 'Q5_0': return quantizeQ5_0(x);
     case 'Q4_K': return quantizeQ4_K(x);
     case 'Q6_K': return quantizeQ6_K(x);
+    // F32, F16, Q8_0, Q4_0: the GGUF module's reference quantizers.
+    case 'F32': case 'F16': case 'Q8_0': case 'Q4_0': return quantize(type, x);
     default: throw new RangeError(`quantization to ${type} is not supported (F32, F16, Q8_0, Q4_0, Q5_0, Q4_K, Q6_K)`);
   }
 }
