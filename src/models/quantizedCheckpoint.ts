@@ -39,12 +39,13 @@ export function linearNames(config: LlamaConfig): string[] {
 /** Quantize on the fly from a float checkpoint (eval, generate --quantize): one Linear at a time, while the graph is written. */
 export function recipeProvider(ckpt: Checkpoint, recipe: QuantRecipe): QuantizedWeightProvider {
   const linears = new Set(linearNames(ckpt.config));
+  const shapes = expectedTensors(ckpt.config);
   return {
     tensor: (name) => ckpt.getTensor(name),
-    layout: (name) => (linears.has(name) ? recipeLayout(recipe, name) : { kind: 'float' }),
+    layout: (name) => (linears.has(name) ? recipeLayout(recipe, name, shapes.get(name)?.[1]) : { kind: 'float' }),
     linear: (name, shape) => {
       const t = ckpt.getTensor(name);
-      return quantizeLinear(recipeLayout(recipe, name), recipe, toFloat32(t), shape, torchDtype(t.dtype));
+      return quantizeLinear(recipeLayout(recipe, name, shape[1]), recipe, toFloat32(t), shape, torchDtype(t.dtype));
     },
   };
 }
@@ -111,7 +112,7 @@ export function writeQuantizedCheckpoint(ckpt: Checkpoint, dir: string, recipe: 
   const layouts: Record<string, LinearLayout> = {};
   let memo: { name: string; q: QuantizedLinear } | null = null;
   let done = 0;
-  const total = names.length + (c.tieWordEmbeddings && recipeLayout(recipe, 'model.embed_tokens.weight').kind !== 'float' ? 1 : 0);
+  const total = names.length + (c.tieWordEmbeddings && recipeLayout(recipe, 'model.embed_tokens.weight', c.hiddenSize).kind !== 'float' ? 1 : 0);
   const quantized = (name: string, layout: LinearLayout, shape: readonly number[]) => () => {
     if (memo?.name !== name) {
       const t = ckpt.getTensor(name.replace('#head', ''));
@@ -125,7 +126,7 @@ export function writeQuantizedCheckpoint(ckpt: Checkpoint, dir: string, recipe: 
     const real = name.replace('#head', '');
     const shape = expectedTensors(c).get(real)!;
     const isHead = name.endsWith('#head');
-    const layout: LinearLayout = linears.has(real) && (isHead || real !== 'model.embed_tokens.weight') ? recipeLayout(recipe, real) : { kind: 'float' };
+    const layout: LinearLayout = linears.has(real) && (isHead || real !== 'model.embed_tokens.weight') ? recipeLayout(recipe, real, shape[1]) : { kind: 'float' };
     if (layout.kind === 'float') {
       if (isHead) continue; // a float tied head is the embedding itself
       const info = ckpt.tensorInfo(real);

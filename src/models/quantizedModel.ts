@@ -66,9 +66,9 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
       for (const name of ckpt.tensorNames()) {
         const info = ckpt.tensorInfo(name);
         storedBytes += linears.has(name) && name !== 'model.embed_tokens.weight'
-          ? linearLayoutBytes(recipeLayout(opts.quantize, name), info.shape[0], info.shape[1], opts.quantize.doubleQuant ?? true) : info.byteSize;
+          ? linearLayoutBytes(recipeLayout(opts.quantize, name, info.shape[1]), info.shape[0], info.shape[1], opts.quantize.doubleQuant ?? true) : info.byteSize;
       }
-      const head = ckpt.config.tieWordEmbeddings ? recipeLayout(opts.quantize, 'model.embed_tokens.weight') : null;
+      const head = ckpt.config.tieWordEmbeddings ? recipeLayout(opts.quantize, 'model.embed_tokens.weight', ckpt.config.hiddenSize) : null;
       if (head && head.kind !== 'float') storedBytes += linearLayoutBytes(head, ckpt.config.vocabSize, ckpt.config.hiddenSize);
     }
     return { model, config: ckpt.config, format: ckpt.format, storedBytes, tokenizerPath: ckpt.tokenizerPath ?? tokenizerNear(dirname(path)) };

@@ -5,6 +5,7 @@
  *  - every Linear inside the decoder layers gets the chosen type;
  *  - the LM head: int4/int4-asym → 8-bit blocks of 32 (the role llama.cpp gives Q6_K/Q8_0 on `output.weight`);
  *    nf4/fp4 → kept in float, as transformers + bitsandbytes do (`llm_int8_skip_modules` = lm_head); int8 → int8.
+ *  - int4/int8 blocks: a Linear whose rows are not a whole number of blocks stays float (llama-quantize's rule);
  *  `keep` (a RegExp on HF names) keeps more Linear layers in float; `lmHead` overrides the head's treatment.
  */
 import type { LinearLayout, QuantizedLinear } from '../models/quantized.js';
@@ -36,8 +37,18 @@ function headTreatment(r: QuantRecipe): 'int8' | 'float' | 'same' {
   return r.lmHead ?? (r.type === 'nf4' || r.type === 'fp4' ? 'float' : r.type.startsWith('int4') ? 'int8' : 'same');
 }
 
-/** Layout of Linear `name` (the LM head is `lm_head.weight`, or `model.embed_tokens.weight` when tied). */
-export function recipeLayout(r: QuantRecipe, name: string): LinearLayout {
+/**
+ * Layout of Linear `name` (the LM head is `lm_head.weight`, or `model.embed_tokens.weight` when tied). As llama.cpp's
+ * llama-quantize does, a weight whose rows (`inFeatures`) are not a whole number of blocks stays float rather than
+ * ending every row in a partial block.
+ */
+export function recipeLayout(r: QuantRecipe, name: string, inFeatures?: number): LinearLayout {
+  const layout = blockLayout(r, name);
+  const rowBlocked = layout.kind === 'nbits';
+  return rowBlocked && inFeatures !== undefined && inFeatures % layout.blockSize !== 0 ? { kind: 'float' } : layout;
+}
+
+function blockLayout(r: QuantRecipe, name: string): LinearLayout {
   if (r.keep?.test(name)) return { kind: 'float' };
   const block = recipeBlockSize(r);
   if (LM_HEAD.test(name)) {
