@@ -1,41 +1,39 @@
 /**
- * Deterministic shuffling: xoshiro128** (https://prng.di.unimi.it/xoshiro128starstar.c) seeded through SplitMix32 from
+ * Deterministic shuffling: the sampler's xoshiro128** generator (src/generate/rng.ts) seeded through SplitMix32 from
  * (seed, stream) so every epoch gets an independent permutation. 32-bit integer arithmetic only, so the same seed gives
  * the same order on every platform and Node version.
  */
+import { Xoshiro128ss } from '../generate/rng.js';
+
 export class ShuffleRng {
-  private s = new Uint32Array(4);
+  private gen: Xoshiro128ss;
 
   constructor(seed: number, stream = 0) {
     if (!Number.isSafeInteger(seed) || !Number.isSafeInteger(stream)) throw new Error(`seed and stream must be safe integers, got ${seed}, ${stream}`);
     // SplitMix32 over the low and high words of both inputs fills the state (never all zero in practice; guarded below).
     let x = (seed >>> 0) ^ Math.imul(Math.floor(seed / 2 ** 32) >>> 0, 0x9e3779b9) ^ Math.imul(stream >>> 0, 0x85ebca6b)
       ^ Math.imul(Math.floor(stream / 2 ** 32) >>> 0, 0xc2b2ae35);
+    const state: [number, number, number, number] = [0, 0, 0, 0];
     for (let i = 0; i < 4; i++) {
       x = (x + 0x9e3779b9) >>> 0;
       let z = x;
       z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
       z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      this.s[i] = (z ^ (z >>> 16)) >>> 0;
+      state[i] = (z ^ (z >>> 16)) >>> 0;
     }
-    if ((this.s[0] | this.s[1] | this.s[2] | this.s[3]) === 0) this.s[0] = 1;
+    if ((state[0] | state[1] | state[2] | state[3]) === 0) state[0] = 1;
+    this.gen = Xoshiro128ss.fromState(state);
   }
 
   /** Raw state, for the reference-vector test. */
   static fromState(state: readonly [number, number, number, number]): ShuffleRng {
     const r = new ShuffleRng(0);
-    r.s.set(state.map((v) => v >>> 0));
+    r.gen = Xoshiro128ss.fromState(state);
     return r;
   }
 
   nextU32(): number {
-    const s = this.s;
-    const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
-    const t = s[1] << 9;
-    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return result;
+    return this.gen.nextUint32();
   }
 
   /** Uniform integer in [0, n) without modulo bias (Lemire-style rejection on the 32-bit product). */
@@ -47,10 +45,6 @@ export class ShuffleRng {
       if (r < limit) return r % n;
     }
   }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
 
 /** Fisher–Yates permutation of 0..n-1, the same for the same (seed, stream). */
