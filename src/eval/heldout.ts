@@ -5,7 +5,7 @@
  */
 import type { DataSource, TokenBatch } from '../distill/types.js';
 import type { CausalLM } from '../models/types.js';
-import { klDivergence, logSoftmax } from './perplexity.js';
+import { argmax, klDivergence, logSoftmax } from './perplexity.js';
 
 export interface HeldOutResult {
   positions: number;
@@ -15,8 +15,6 @@ export interface HeldOutResult {
   top1Agreement?: number;
   seconds: number;
 }
-
-const argmax = (a: ArrayLike<number>) => { let b = 0; for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i; return b; };
 
 async function batchLogits(model: CausalLM, batch: TokenBatch): Promise<Float32Array> {
   const { seq } = batch;

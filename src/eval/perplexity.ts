@@ -53,7 +53,8 @@ export function klDivergence(logP: Float64Array, logQ: Float64Array): number {
   return Math.max(0, kl);
 }
 
-const argmax = (a: ArrayLike<number>) => { let b = 0; for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i; return b; };
+/** Index of the largest value, the first on ties. */
+export const argmax = (a: ArrayLike<number>) => { let b = 0; for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i; return b; };
 
 export function chunkCount(tokens: number, ctx: number): number {
   return Math.floor(tokens / ctx);
