@@ -19,6 +19,7 @@ import { AutoModelForCausalLM, AutoTokenizer } from '../../src/api.js';
 import { chatFormat } from '../../src/chat/index.js';
 import { loadData } from '../../src/data/index.js';
 import { evaluateHeldOut, type HeldOutResult } from '../../src/eval/heldout.js';
+import { weightFilesBytes } from '../../src/formats/hf.js';
 import { parameterCount } from '../../src/models/config.js';
 import { svgChart, type Series } from '../../src/report/plot.js';
 import { peakRssBytes } from '../../src/runtime/index.js';
@@ -69,11 +70,6 @@ async function measure(modelPath: string, threads: number): Promise<void> {
     loadMs, ttftMs: mean((r) => r.ttftMs), replyMs: mean((r) => r.totalMs), tokensPerSecond: mean((r) => r.tokens / (r.totalMs / 1000)),
     peakRssMiB: peakRssBytes() / 2 ** 20, sample: { question: QUESTIONS[0], answer: runs[0].text },
   }) + '\n');
-}
-
-function sizeOnDisk(dir: string): number {
-  return fs.readdirSync(dir).filter((f) => /\.(safetensors|gguf|bin)$/.test(f) && !f.startsWith('checkpoint'))
-    .reduce((n, f) => n + fs.statSync(path.join(dir, f)).size, 0);
 }
 
 /** Steps, the CE part of the loss (comparable across KD and CE runs), and validation perplexities of a loss.csv. */
@@ -156,7 +152,7 @@ async function main(): Promise<void> {
       { encoding: 'utf8', cwd: root });
     if (child.status !== 0) throw new Error(`measuring ${m.name} failed: ${child.stderr}`);
     const speed = JSON.parse(child.stdout.trim().split('\n').pop()!);
-    rows.push({ name: m.name, dir: m.dir, params: parameterCount(lm.config), bytes: sizeOnDisk(dir(m.dir)), quality, speed });
+    rows.push({ name: m.name, dir: m.dir, params: parameterCount(lm.config), bytes: weightFilesBytes(dir(m.dir)), quality, speed });
     process.stderr.write(`${m.name}: held-out ppl ${quality.perplexity.toFixed(2)}, KL ${quality.meanKL!.toFixed(4)}, ` +
       `64-token reply ${speed.replyMs.toFixed(0)} ms (first token ${speed.ttftMs.toFixed(0)} ms)\n`);
   }

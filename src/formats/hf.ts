@@ -101,3 +101,14 @@ export function listMatching(dir: string, re: RegExp): string[] {
     return [];
   }
 }
+
+/**
+ * Bytes of a model on disk: the file itself, or a folder's weight files (.safetensors, .bin, .gguf). A trainer's
+ * resumable checkpoints (`checkpoint*.safetensors`: weights plus optimizer moments) are not part of the model.
+ */
+export function weightFilesBytes(path: string): number {
+  const st = statSync(path);
+  if (!st.isDirectory()) return st.size;
+  return readdirSync(path).filter((f) => /\.(safetensors|bin|gguf)$/.test(f) && !f.startsWith('checkpoint'))
+    .reduce((n, f) => n + statSync(join(path, f)).size, 0);
+}

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { openCheckpoint } from '../../models/checkpoint.js';
 import { configFromHF, parameterCount, type LlamaConfig } from '../../models/config.js';
 import { buildLlamaGraph, graphParameterCount } from '../../models/llamaGraph.js';
+import { weightFilesBytes } from '../../formats/hf.js';
 import { numel } from '../../formats/tensor.js';
 import { humanBytes, humanCount, UsageError, type Command } from '../common.js';
 
@@ -35,7 +36,7 @@ export const inspect: Command = {
           parameters: parameterCount(c),
           storedParameters: stored,
           dtypes,
-          sizeBytes: sizeOnDisk(target),
+          sizeBytes: weightFilesBytes(target),
           tokenizer: ckpt.tokenizerPath,
         };
         if (v.json) { process.stdout.write(JSON.stringify(report, null, 2) + '\n'); return; }
@@ -77,12 +78,3 @@ function describeConfig(where: string, format: string, c: LlamaConfig, parameter
   ];
 }
 
-function sizeOnDisk(p: string): number {
-  const st = fs.statSync(p);
-  if (!st.isDirectory()) return st.size;
-  let total = 0;
-  for (const f of fs.readdirSync(p)) {
-    if (/\.(safetensors|bin|gguf)$/.test(f)) total += fs.statSync(path.join(p, f)).size;
-  }
-  return total;
-}
