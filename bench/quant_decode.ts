@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { GraphBuilder, toOnnxBytes } from '../src/graph/index.js';
 import { writeLlamaGGUF } from '../src/models/checkpoint.js';
-import type { LlamaConfig } from '../src/models/config.js';
+import { expectedTensors, type LlamaConfig } from '../src/models/config.js';
 import { loadModel } from '../src/models/quantizedModel.js';
 import { quantizeGGML } from '../src/quantize/ggml.js';
 import { feeds, Session } from '../src/runtime/index.js';
@@ -39,24 +39,14 @@ async function writeModel(file: string): Promise<void> {
   let s = 12345;
   const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.04;
   const started = Date.now();
+  const shapes = expectedTensors(TINYLLAMA);
   writeLlamaGGUF(file, TINYLLAMA, (name) => {
-    const shape = name.endsWith('norm.weight') ? [TINYLLAMA.hiddenSize] : null;
-    const n = shape ? shape[0] : name.includes('embed') || name.startsWith('lm_head') ? 32000 * 2048 : 0;
-    const dims = shape ?? (n ? [32000, 2048] : dimsOf(name));
+    const dims = shapes.get(name)!;
     const v = new Float32Array(dims.reduce((a, b) => a * b, 1));
     if (name.endsWith('norm.weight')) v.fill(1); else for (let i = 0; i < v.length; i++) v[i] = rand();
     return { dtype: 'f32', shape: dims, data: new Uint8Array(v.buffer) };
   }, { type: (name) => (name === 'lm_head.weight' ? 'Q8_0' : 'Q4_0'), fileType: 2, encode: quantizeGGML, name: 'tinyllama-shaped-random', metadata: ggufTokenizerMetadata(tokenizer) });
   process.stderr.write(`wrote ${file} (${(statSync(file).size / 2 ** 20).toFixed(0)} MiB) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
-}
-
-function dimsOf(name: string): number[] {
-  const c = TINYLLAMA, kv = c.numKeyValueHeads * c.headDim;
-  if (/q_proj|o_proj/.test(name)) return [c.hiddenSize, c.hiddenSize];
-  if (/k_proj|v_proj/.test(name)) return [kv, c.hiddenSize];
-  if (/gate_proj|up_proj/.test(name)) return [c.intermediateSize, c.hiddenSize];
-  if (/down_proj/.test(name)) return [c.hiddenSize, c.intermediateSize];
-  throw new Error(name);
 }
 
 async function bandwidth(threads: number): Promise<number> {
