@@ -137,6 +137,30 @@ test('a step with a non-finite loss is skipped and reported; training continues'
   }
 });
 
+test('a non-finite step leaves parameters and moments bit-identical (the update is written over the state in place)', async () => {
+  const rows = markovRows(4, TINY.vocabSize, 9);
+  const teacher = new BigramTeacher(TINY.vocabSize, 7, { nanOnCall: 2 });
+  const init = initStudentWeights(TINY, 5);
+  const runner = await StepRunner.create(TINY, { params: init }, { loss: DEFAULT_LOSS, adamw: DEFAULT_ADAMW, teacher: 'dense', gradAccum: 1, threads: 1 });
+  try {
+    const batch = makeBatch(rows, 12, 0);
+    assert.equal((await runner.step([{ batch, teacher: await teacher.run(batch) }], 1e-2, 1)).skipped, false);
+    const snap = (m: Map<string, Float32Array>) => new Map([...m].map(([k, v]) => [k, Float32Array.from(v)]));
+    const before = runner.getState();
+    const [p, m, v] = [snap(before.params), snap(before.m), snap(before.v)];
+    assert.ok([...m.values()].some((a) => a.some((x) => x !== 0)), 'the first step moved the moments');
+    const r = await runner.step([{ batch, teacher: await teacher.run(batch) }], 1e-2, 2);
+    assert.equal(r.skipped, true);
+    const after = runner.getState();
+    for (const [want, got] of [[p, after.params], [m, after.m], [v, after.v]] as const) {
+      for (const [k, a] of want) assert.deepEqual(got.get(k), a, k);
+    }
+    assert.ok([...init.values()].some((a, i) => a.some((x, j) => x !== [...p.values()][i][j])), 'the caller\'s initial arrays were not modified');
+  } finally {
+    await runner.dispose();
+  }
+});
+
 test('gradient accumulation over 2 micro-batches equals one batch of both', async () => {
   const rows = markovRows(4, TINY.vocabSize, 9);
   const teacher = new BigramTeacher(TINY.vocabSize);

@@ -42,20 +42,26 @@ export function globalNorm(g: GraphBuilder, grads: Tensor[]): Tensor {
  * scales the gradient, folded into the moment coefficients so it costs no extra pass over the weights:
  *   m' = β1·m + (1−β1)·c·g,  v' = β2·v + (1−β2)·c²·g²,
  *   p' = p·(1 − lr·wd) − lr/(1−β1ᵗ) · m' / (√v' / √(1−β2ᵗ) + ε)   (13 elementwise passes per parameter)
+ * `finite` (bool scalar): when false the step is a no-op — gradients are zeroed and the coefficients become
+ * β1 = β2 = decay = 1, step size 0 — so m' = m, v' = v and p' = p exactly. This lets the caller write the outputs
+ * over the inputs' buffers (no NaN/Inf can reach the state) at the cost of one pass over the gradients.
  */
-export function adamWUpdate(g: GraphBuilder, params: AdamWParam[], inputs: AdamWInputs, opts: AdamWOptions, gradNorm: Tensor) {
+export function adamWUpdate(g: GraphBuilder, params: AdamWParam[], inputs: AdamWInputs, opts: AdamWOptions, gradNorm: Tensor, finite?: Tensor) {
   return g.scope('adamw', () => {
-    const { beta1: b1, beta2: b2, eps } = opts;
+    const { eps } = opts;
+    const when = (value: Tensor | number, noop: number): Tensor | number => (finite ? g.where(finite, value, noop) : value);
+    const b1 = when(opts.beta1, 1), b2 = when(opts.beta2, 1);
     const clip = opts.maxGradNorm > 0 && Number.isFinite(opts.maxGradNorm)
       ? g.min(g.div(g.constant(opts.maxGradNorm), g.add(gradNorm, 1e-6)), 1) : g.constant(1);
-    const gradCoef = g.mul(clip, 1 - b1);
-    const sqCoef = g.mul(g.mul(clip, clip), 1 - b2);
+    const gradCoef = when(g.mul(clip, 1 - opts.beta1), 0);
+    const sqCoef = when(g.mul(g.mul(clip, clip), 1 - opts.beta2), 0);
     // m'/(√v'/√bc2 + ε)·lr/bc1 = m'/(√v' + ε√bc2)·(lr·√bc2/bc1): the bias corrections become two scalars.
-    const sqrtBc2 = g.sqrt(g.sub(1, g.pow(g.constant(b2), inputs.step)));
-    const stepSize = g.div(g.mul(inputs.lr, sqrtBc2), g.sub(1, g.pow(g.constant(b1), inputs.step)));
+    const sqrtBc2 = g.sqrt(g.sub(1, g.pow(g.constant(opts.beta2), inputs.step)));
+    const stepSize = when(g.div(g.mul(inputs.lr, sqrtBc2), g.sub(1, g.pow(g.constant(opts.beta1), inputs.step))), 0);
     const epsHat = g.mul(sqrtBc2, eps);
-    const decay = g.sub(1, g.mul(inputs.lr, opts.weightDecay));
-    return params.map(({ param, grad, m, v }) => {
+    const decay = when(g.sub(1, g.mul(inputs.lr, opts.weightDecay)), 1);
+    return params.map(({ param, grad: raw, m, v }) => {
+      const grad = finite ? g.where(finite, raw, 0) : raw; // NaN·0 is NaN: zero the gradient itself
       const m2 = g.add(g.mul(m, b1), g.mul(grad, gradCoef));
       const v2 = g.add(g.mul(v, b2), g.mul(g.mul(grad, grad), sqCoef));
       const decayed = opts.weightDecay && decays(param.shape as number[]) ? g.mul(param, decay) : param;

@@ -77,33 +77,52 @@ export function batchFeeds(mb: MicroBatch, kind: TeacherKind, vocab: number): Re
   return out;
 }
 
+/**
+ * The optimizer state lives in Float32Arrays that ORT reads as inputs and writes its new values into (pre-allocated
+ * outputs over the same buffers): ORT allocates no second copy of the state, and the state never moves. The step graph
+ * outputs its inputs unchanged when the loss or gradient norm is not finite, so a skipped step cannot corrupt it.
+ */
 export class StepRunner {
   private evalSession: Session | null = null;
+  private readonly stateFeeds: Record<string, OrtTensor> = {};
+  private readonly inPlace: Record<string, OrtTensor | null>;
   private constructor(
     readonly config: LlamaConfig,
     private readonly opts: RunnerOptions,
     private readonly stepSession: Session,
     private readonly accumSession: Session | null,
-    private state: OptimizerState,
-  ) {}
+    private readonly state: OptimizerState,
+  ) {
+    const shapes = expectedTensors(config);
+    this.inPlace = Object.fromEntries(stepSession.outputNames.map((n) => [n, null]));
+    for (const [n, shape] of shapes) {
+      for (const [input, output, buf] of [[n, TRAIN_IO.newParam(n), state.params], [TRAIN_IO.m(n), TRAIN_IO.newM(n), state.m], [TRAIN_IO.v(n), TRAIN_IO.newV(n), state.v]] as const) {
+        this.stateFeeds[input] = this.inPlace[output] = feeds.f32(buf.get(n)!, shape);
+      }
+    }
+  }
 
-  /** `params` in HF layout (f32); moments default to zeros. */
+  /** `params` in HF layout (f32, copied: the caller's arrays are not modified); moments default to zeros. */
   static async create(config: LlamaConfig, state: { params: Map<string, Float32Array>; m?: Map<string, Float32Array>; v?: Map<string, Float32Array> }, opts: RunnerOptions): Promise<StepRunner> {
     const shapes = expectedTensors(config);
     for (const [name, shape] of shapes) {
-      const p = state.params.get(name);
       const n = shape.reduce((a, b) => a * b, 1);
-      if (!p || p.length !== n) throw new Error(`parameter ${name}: expected ${n} values, got ${p?.length ?? 'none'}`);
+      for (const [kind, map] of [['parameter', state.params], ['first moment', state.m], ['second moment', state.v]] as const) {
+        const p = map?.get(name);
+        if (map && (!p || p.length !== n)) throw new Error(`${kind} ${name}: expected ${n} values, got ${p?.length ?? 'none'}`);
+      }
     }
-    const zeros = () => new Map([...shapes].map(([k, s]) => [k, new Float32Array(s.reduce((a, b) => a * b, 1))]));
+    const own = (map: Map<string, Float32Array> | undefined) =>
+      new Map([...shapes.keys()].map((k) => [k, map ? Float32Array.from(map.get(k)!) : new Float32Array(shapes.get(k)!.reduce((a, b) => a * b, 1))]));
     const sessionOpts = { threads: opts.threads, enableMemPattern: false };
     const accum = opts.gradAccum > 1;
     const common = { loss: opts.loss, adamw: opts.adamw, teacher: opts.teacher, perTensorGradNorms: opts.perTensorGradNorms, closedFormLossGrad: opts.closedFormLossGrad };
     const stepSession = await Session.create(toOnnxBytes(buildTrainGraph(config, { ...common, mode: 'step', withGradAcc: accum }).graph), sessionOpts);
     const accumSession = accum ? await Session.create(toOnnxBytes(buildTrainGraph(config, { ...common, mode: 'accumulate', withGradAcc: true }).graph), sessionOpts) : null;
-    return new StepRunner(config, opts, stepSession, accumSession, { params: state.params, m: state.m ?? zeros(), v: state.v ?? zeros() });
+    return new StepRunner(config, opts, stepSession, accumSession, { params: own(state.params), m: own(state.m), v: own(state.v) });
   }
 
+  /** The live state: later steps overwrite these arrays (copy what must outlive the next step). */
   getState(): OptimizerState { return this.state; }
 
   /** One optimizer step over `micro` (at most gradAccum micro-batches); `step` is 1-based. */
@@ -112,7 +131,7 @@ export class StepRunner {
     const tokens = micro.reduce((n, mb) => n + countTargets(mb.batch), 0);
     const lossScale = scalar(tokens ? 1 / tokens : 0);
     const names = [...this.state.params.keys()];
-    const paramFeeds = Object.fromEntries(names.map((n) => [n, feeds.f32(this.state.params.get(n)!, expectedTensors(this.config).get(n)!)]));
+    const paramFeeds = Object.fromEntries(names.map((n) => [n, this.stateFeeds[n]]));
     let acc: Record<string, OrtTensor> | null = this.accumSession
       ? Object.fromEntries(names.map((n) => [TRAIN_IO.gradAcc(n), feeds.f32(new Float32Array(this.state.params.get(n)!.length), expectedTensors(this.config).get(n)!)]))
       : null;
@@ -122,23 +141,17 @@ export class StepRunner {
       loss += num(out[TRAIN_IO.loss]); kd += num(out[TRAIN_IO.kdSum]); ce += num(out[TRAIN_IO.ceSum]);
       acc = Object.fromEntries(names.map((n) => [TRAIN_IO.gradAcc(n), out[TRAIN_IO.gradOut(n)]]));
     }
-    const moments: Record<string, OrtTensor> = {};
-    for (const n of names) {
-      const shape = expectedTensors(this.config).get(n)!;
-      moments[TRAIN_IO.m(n)] = feeds.f32(this.state.m.get(n)!, shape);
-      moments[TRAIN_IO.v(n)] = feeds.f32(this.state.v.get(n)!, shape);
-    }
+    // An earlier micro-batch already made the loss non-finite: skip without running the update.
+    if (!Number.isFinite(loss)) return { loss, kd: tokens ? kd / tokens : 0, ce: tokens ? ce / tokens : 0, gradNorm: NaN, tokens, skipped: true };
     const out = await this.stepSession.run({
-      ...paramFeeds, ...moments, ...(acc ?? {}), ...batchFeeds(micro[micro.length - 1], this.opts.teacher, this.config.vocabSize),
+      ...this.stateFeeds, ...(acc ?? {}), ...batchFeeds(micro[micro.length - 1], this.opts.teacher, this.config.vocabSize),
       [TRAIN_IO.lossScale]: lossScale, [TRAIN_IO.lr]: scalar(lr), [TRAIN_IO.step]: scalar(step),
-    });
-    loss += num(out[TRAIN_IO.loss]); kd += num(out[TRAIN_IO.kdSum]); ce += num(out[TRAIN_IO.ceSum]);
+    }, this.inPlace);
+    const stepLoss = num(out[TRAIN_IO.loss]);
+    loss += stepLoss; kd += num(out[TRAIN_IO.kdSum]); ce += num(out[TRAIN_IO.ceSum]);
     const gradNorm = num(out[TRAIN_IO.gradNorm]);
-    const skipped = !Number.isFinite(loss) || !Number.isFinite(gradNorm);
-    if (!skipped) {
-      const take = (key: (n: string) => string) => new Map(names.map((n) => [n, out[key(n)].data as Float32Array]));
-      this.state = { params: take(TRAIN_IO.newParam), m: take(TRAIN_IO.newM), v: take(TRAIN_IO.newV) };
-    }
+    // The same test the graph made: when it fails, the outputs written over the state were the state itself.
+    const skipped = !Number.isFinite(stepLoss) || !Number.isFinite(gradNorm);
     const result: StepResult = { loss, kd: tokens ? kd / tokens : 0, ce: tokens ? ce / tokens : 0, gradNorm, tokens, skipped };
     if (this.opts.perTensorGradNorms) result.gradNorms = Object.fromEntries(names.map((n) => [n, num(out[TRAIN_IO.tensorGradNorm(n)])]));
     return result;
@@ -150,7 +163,7 @@ export class StepRunner {
       const graph = buildEvalGraph(this.config, this.opts.teacher, this.opts.loss.sparseTail).graph;
       this.evalSession = await Session.create(toOnnxBytes(graph), { threads: this.opts.threads, enableMemPattern: false });
     }
-    const paramFeeds = Object.fromEntries([...this.state.params].map(([n, p]) => [n, feeds.f32(p, expectedTensors(this.config).get(n)!)]));
+    const paramFeeds = Object.fromEntries([...this.state.params.keys()].map((n) => [n, this.stateFeeds[n]]));
     const out = await this.evalSession.run({ ...paramFeeds, ...batchFeeds(mb, this.opts.teacher, this.config.vocabSize) });
     return { ceSum: num(out[TRAIN_IO.ceSum]), kdSum: num(out[TRAIN_IO.kdSum]), tokens: countTargets(mb.batch) };
   }

@@ -9,6 +9,8 @@
  * Outputs: loss (Σ token loss × loss_scale), kd_sum, ce_sum (unscaled sums over real tokens), grad_norm (global, before
  *          clipping); step graph: new.<name>, new_m.<name>, new_v.<name>; accumulate graph: grad_out.<name>;
  *          optional grad_norm.<name> per tensor.
+ * A step whose loss or gradient norm is not finite outputs its inputs unchanged (so callers may write the new state
+ * over the old state's buffers).
  */
 import { GraphBuilder, gradients, type Graph, type Tensor } from '../graph/index.js';
 import { expectedTensors, type LlamaConfig } from '../models/config.js';
@@ -123,7 +125,9 @@ export function buildTrainGraph(config: LlamaConfig, opts: TrainGraphOptions): T
   }
   const norm = globalNorm(g, grads);
   g.output(TRAIN_IO.gradNorm, norm);
-  const updated = adamWUpdate(g, names.map((_, i) => ({ param: paramTensors[i], grad: grads[i], ...moments![i] })), { lr: lr!, step: step! }, opts.adamw, norm);
+  const isFinite = (t: Tensor) => g.not(g.or(g.op('IsNaN', [t]), g.op('IsInf', [t])));
+  const finite = g.and(isFinite(loss), isFinite(norm)); // false: the update leaves every input value as it was
+  const updated = adamWUpdate(g, names.map((_, i) => ({ param: paramTensors[i], grad: grads[i], ...moments![i] })), { lr: lr!, step: step! }, opts.adamw, norm, finite);
   names.forEach((n, i) => {
     g.output(TRAIN_IO.newParam(n), updated[i].param);
     g.output(TRAIN_IO.newM(n), updated[i].m);

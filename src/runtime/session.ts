@@ -9,6 +9,8 @@ export interface SessionOptions {
   optimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   /** Reuse a memory plan across runs of equal shapes (ORT default true). */
   enableMemPattern?: boolean;
+  /** ORT's own CPU arena (default true). Off, freed activations go back to malloc, where output copies can reuse them. */
+  enableCpuMemArena?: boolean;
   /** Keep weights as given instead of re-packing them for GEMM (halves weight memory; little effect on decode). */
   disablePrepacking?: boolean;
   /** ORT log level: 0 verbose … 3 error (default), 4 fatal. */
@@ -32,6 +34,7 @@ export class Session {
         executionMode: 'sequential',
         graphOptimizationLevel: opts.optimizationLevel ?? 'all',
         enableMemPattern: opts.enableMemPattern ?? true,
+        enableCpuMemArena: opts.enableCpuMemArena ?? true,
         logSeverityLevel: opts.logSeverityLevel ?? 3,
         ...(opts.disablePrepacking ? { extra: { session: { disable_prepacking: '1' } } } : {}),
       };
@@ -47,13 +50,17 @@ export class Session {
   get inputNames(): readonly string[] { return this.session.inputNames; }
   get outputNames(): readonly string[] { return this.session.outputNames; }
 
-  /** Run with every graph input fed; returns the requested outputs (all by default). */
-  async run(feeds: Record<string, OrtTensor>, outputs?: readonly string[]): Promise<Record<string, OrtTensor>> {
+  /**
+   * Run with every graph input fed; returns the requested outputs (all by default). `outputs` may map output names to
+   * tensors ORT writes into directly (null = ORT allocates); the returned values are copies either way.
+   */
+  async run(feeds: Record<string, OrtTensor>, outputs?: readonly string[] | Record<string, OrtTensor | null>): Promise<Record<string, OrtTensor>> {
     if (this.disposed) throw new SessionError('session was disposed');
     const missing = this.session.inputNames.filter((n) => !(n in feeds));
     if (missing.length) throw new SessionError(`missing feeds: ${missing.join(', ')} (inputs: ${this.session.inputNames.join(', ')})`);
     try {
-      return await this.session.run(feeds, outputs ? [...outputs] : this.session.outputNames);
+      const fetches = !outputs ? this.session.outputNames : Array.isArray(outputs) ? [...outputs] : outputs;
+      return await this.session.run(feeds, fetches as ort.InferenceSession.FetchesType);
     } catch (e) {
       throw new SessionError(`onnxruntime run failed: ${(e as Error).message}`);
     }
