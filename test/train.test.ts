@@ -224,3 +224,44 @@ test('the closed-form logits gradient (CE, dense KL) equals autodiff through the
     for (const [n, v] of Object.entries(b.gradNorms!)) assert.ok(Math.abs(a.gradNorms![n] - v) <= 1e-5 * v, `${loss.loss} α=${loss.alpha} ‖∇${n}‖: ${a.gradNorms![n]} vs ${v}`);
   }
 });
+
+test('the LM head and loss in token chunks give the unchunked step (dense, sparse, CE, rkl; tied and untied; small batches)', async () => {
+  const V = TINY.vocabSize;
+  for (const tied of [false, true]) {
+    const config = { ...TINY, tieWordEmbeddings: tied };
+    // 36 positions in 5 chunks; 7 in 5 (sizes 1,1,1,2,2); 3 < 5: the runner falls back to its unchunked graph
+    for (const [rows, seq] of [[3, 12], [1, 7], [1, 3]] as const) {
+      const batch = makeBatch(markovRows(rows, V, 8).map((r) => ({ ids: r.ids.slice(0, seq), targets: r.targets.slice(0, seq) })), seq, 0);
+      const dense = await new BigramTeacher(V).run(batch);
+      if (dense.kind !== 'dense') throw new Error('dense');
+      const k = 3, n = batch.batch * batch.seq;
+      const ids = new Int32Array(n * k), logprobs = new Float32Array(n * k);
+      for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) { ids[i * k + j] = (i + 5 * j) % V; logprobs[i * k + j] = -1.5 - j; }
+      const cases = [
+        { loss: DEFAULT_LOSS, kind: 'dense' as const, teacher: dense },
+        { loss: { ...DEFAULT_LOSS, loss: 'rkl' as const }, kind: 'dense' as const, teacher: dense },
+        { loss: DEFAULT_LOSS, kind: 'sparse' as const, teacher: { kind: 'sparse' as const, k, ids, logprobs } },
+        { loss: { ...DEFAULT_LOSS, loss: 'ce' as const }, kind: 'none' as const, teacher: null },
+      ];
+      for (const c of cases) {
+        const results = [];
+        for (const lmHeadChunks of [1, 5]) {
+          const r = await StepRunner.create(config, { params: initStudentWeights(config, 6) }, { loss: c.loss, adamw: DEFAULT_ADAMW, teacher: c.kind, gradAccum: 1, threads: 1, perTensorGradNorms: true, lmHeadChunks });
+          try {
+            const s = await r.step([{ batch, teacher: c.teacher }], 1e-2, 1);
+            results.push({ s, params: new Map([...r.getState().params].map(([name, p]) => [name, Float32Array.from(p)])) });
+          } finally { await r.dispose(); }
+        }
+        const [a, b] = results, what = `${c.loss.loss}/${c.kind} tied=${tied} tokens=${n}`;
+        assert.ok(Math.abs(a.s.loss - b.s.loss) <= 1e-6 * Math.abs(a.s.loss), `${what}: loss ${a.s.loss} vs ${b.s.loss}`);
+        assert.ok(Math.abs(a.s.ce - b.s.ce) <= 1e-6 * a.s.ce && Math.abs(a.s.kd - b.s.kd) <= 1e-6 * Math.max(1e-6, Math.abs(a.s.kd)), `${what}: ce/kd`);
+        for (const [name, v] of Object.entries(a.s.gradNorms!)) assert.ok(Math.abs(b.s.gradNorms![name] - v) <= 1e-5 * v, `${what} ‖∇${name}‖: ${v} vs ${b.s.gradNorms![name]}`);
+        for (const [name, p] of a.params) {
+          const q = b.params.get(name)!;
+          // Adam's first step is ±lr per element, whatever |g|: f32-noise gradients can move an element by a hair more.
+          p.forEach((x, i) => assert.ok(Math.abs(x - q[i]) <= 1e-2 * 1e-2, `${what} ${name}[${i}]: ${x} vs ${q[i]}`));
+        }
+      }
+    }
+  }
+});

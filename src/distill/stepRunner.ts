@@ -10,7 +10,7 @@ import { expectedTensors } from '../models/config.js';
 import { feeds, ort, Session, type OrtTensor } from '../runtime/index.js';
 import type { LossOptions } from './losses.js';
 import type { AdamWOptions } from './optimizer.js';
-import { buildEvalGraph, buildTrainGraph, TRAIN_IO, type TeacherKind } from './trainStep.js';
+import { buildEvalGraph, buildTrainGraph, defaultLmHeadChunks, TRAIN_IO, type TeacherKind } from './trainStep.js';
 import type { TeacherOutput, TokenBatch } from './types.js';
 
 export interface RunnerOptions {
@@ -22,6 +22,8 @@ export interface RunnerOptions {
   threads?: number;
   perTensorGradNorms?: boolean;
   closedFormLossGrad?: boolean;
+  /** Token chunks for the LM head and loss (default from the vocabulary size; see trainStep.ts). */
+  lmHeadChunks?: number;
 }
 
 export interface MicroBatch { batch: TokenBatch; teacher: TeacherOutput | null }
@@ -37,6 +39,8 @@ export interface StepResult {
   skipped: boolean;
   gradNorms?: Record<string, number>;
 }
+
+interface Sessions { step: Session; accumulate: Session | null }
 
 export interface EvalResult { ceSum: number; kdSum: number; tokens: number }
 
@@ -84,17 +88,18 @@ export function batchFeeds(mb: MicroBatch, kind: TeacherKind, vocab: number): Re
  */
 export class StepRunner {
   private evalSession: Session | null = null;
+  private small: Sessions | null = null;
   private readonly stateFeeds: Record<string, OrtTensor> = {};
   private readonly inPlace: Record<string, OrtTensor | null>;
   private constructor(
     readonly config: LlamaConfig,
     private readonly opts: RunnerOptions,
-    private readonly stepSession: Session,
-    private readonly accumSession: Session | null,
+    private readonly main: Sessions,
+    private readonly chunks: number,
     private readonly state: OptimizerState,
   ) {
     const shapes = expectedTensors(config);
-    this.inPlace = Object.fromEntries(stepSession.outputNames.map((n) => [n, null]));
+    this.inPlace = Object.fromEntries(main.step.outputNames.map((n) => [n, null]));
     for (const [n, shape] of shapes) {
       for (const [input, output, buf] of [[n, TRAIN_IO.newParam(n), state.params], [TRAIN_IO.m(n), TRAIN_IO.newM(n), state.m], [TRAIN_IO.v(n), TRAIN_IO.newV(n), state.v]] as const) {
         this.stateFeeds[input] = this.inPlace[output] = feeds.f32(buf.get(n)!, shape);
@@ -114,12 +119,24 @@ export class StepRunner {
     }
     const own = (map: Map<string, Float32Array> | undefined) =>
       new Map([...shapes.keys()].map((k) => [k, map ? Float32Array.from(map.get(k)!) : new Float32Array(shapes.get(k)!.reduce((a, b) => a * b, 1))]));
+    const chunks = opts.lmHeadChunks ?? defaultLmHeadChunks(config.vocabSize);
+    return new StepRunner(config, opts, await StepRunner.sessions(config, opts, chunks), chunks, { params: own(state.params), m: own(state.m), v: own(state.v) });
+  }
+
+  private static async sessions(config: LlamaConfig, opts: RunnerOptions, lmHeadChunks: number): Promise<Sessions> {
     const sessionOpts = { threads: opts.threads, enableMemPattern: false };
     const accum = opts.gradAccum > 1;
-    const common = { loss: opts.loss, adamw: opts.adamw, teacher: opts.teacher, perTensorGradNorms: opts.perTensorGradNorms, closedFormLossGrad: opts.closedFormLossGrad };
-    const stepSession = await Session.create(toOnnxBytes(buildTrainGraph(config, { ...common, mode: 'step', withGradAcc: accum }).graph), sessionOpts);
-    const accumSession = accum ? await Session.create(toOnnxBytes(buildTrainGraph(config, { ...common, mode: 'accumulate', withGradAcc: true }).graph), sessionOpts) : null;
-    return new StepRunner(config, opts, stepSession, accumSession, { params: own(state.params), m: own(state.m), v: own(state.v) });
+    const common = { loss: opts.loss, adamw: opts.adamw, teacher: opts.teacher, perTensorGradNorms: opts.perTensorGradNorms, closedFormLossGrad: opts.closedFormLossGrad, lmHeadChunks };
+    const step = await Session.create(toOnnxBytes(buildTrainGraph(config, { ...common, mode: 'step', withGradAcc: accum }).graph), sessionOpts);
+    const accumulate = accum ? await Session.create(toOnnxBytes(buildTrainGraph(config, { ...common, mode: 'accumulate', withGradAcc: true }).graph), sessionOpts) : null;
+    return { step, accumulate };
+  }
+
+  /** The chunked graphs need ≥ `chunks` positions per micro-batch; smaller batches get unchunked graphs, built once. */
+  private async sessionsFor(micro: MicroBatch[]): Promise<Sessions> {
+    if (micro.every((mb) => mb.batch.batch * mb.batch.seq >= this.chunks)) return this.main;
+    this.small ??= await StepRunner.sessions(this.config, this.opts, 1);
+    return this.small;
   }
 
   /** The live state: later steps overwrite these arrays (copy what must outlive the next step). */
@@ -128,22 +145,23 @@ export class StepRunner {
   /** One optimizer step over `micro` (at most gradAccum micro-batches); `step` is 1-based. */
   async step(micro: MicroBatch[], lr: number, step: number): Promise<StepResult> {
     if (!micro.length || micro.length > this.opts.gradAccum) throw new Error(`a step takes 1..${this.opts.gradAccum} micro-batches, got ${micro.length}`);
+    const { step: stepSession, accumulate: accumSession } = await this.sessionsFor(micro);
     const tokens = micro.reduce((n, mb) => n + countTargets(mb.batch), 0);
     const lossScale = scalar(tokens ? 1 / tokens : 0);
     const names = [...this.state.params.keys()];
     const paramFeeds = Object.fromEntries(names.map((n) => [n, this.stateFeeds[n]]));
-    let acc: Record<string, OrtTensor> | null = this.accumSession
+    let acc: Record<string, OrtTensor> | null = accumSession
       ? Object.fromEntries(names.map((n) => [TRAIN_IO.gradAcc(n), feeds.f32(new Float32Array(this.state.params.get(n)!.length), expectedTensors(this.config).get(n)!)]))
       : null;
     let loss = 0, kd = 0, ce = 0;
     for (const mb of micro.slice(0, -1)) {
-      const out = await this.accumSession!.run({ ...paramFeeds, ...acc, ...batchFeeds(mb, this.opts.teacher, this.config.vocabSize), [TRAIN_IO.lossScale]: lossScale });
+      const out = await accumSession!.run({ ...paramFeeds, ...acc, ...batchFeeds(mb, this.opts.teacher, this.config.vocabSize), [TRAIN_IO.lossScale]: lossScale });
       loss += num(out[TRAIN_IO.loss]); kd += num(out[TRAIN_IO.kdSum]); ce += num(out[TRAIN_IO.ceSum]);
       acc = Object.fromEntries(names.map((n) => [TRAIN_IO.gradAcc(n), out[TRAIN_IO.gradOut(n)]]));
     }
     // An earlier micro-batch already made the loss non-finite: skip without running the update.
     if (!Number.isFinite(loss)) return { loss, kd: tokens ? kd / tokens : 0, ce: tokens ? ce / tokens : 0, gradNorm: NaN, tokens, skipped: true };
-    const out = await this.stepSession.run({
+    const out = await stepSession.run({
       ...this.stateFeeds, ...(acc ?? {}), ...batchFeeds(micro[micro.length - 1], this.opts.teacher, this.config.vocabSize),
       [TRAIN_IO.lossScale]: lossScale, [TRAIN_IO.lr]: scalar(lr), [TRAIN_IO.step]: scalar(step),
     }, this.inPlace);
@@ -169,8 +187,10 @@ export class StepRunner {
   }
 
   async dispose(): Promise<void> {
-    await this.stepSession.dispose();
-    await this.accumSession?.dispose();
+    for (const s of [this.main, this.small]) {
+      await s?.step.dispose();
+      await s?.accumulate?.dispose();
+    }
     await this.evalSession?.dispose();
   }
 }

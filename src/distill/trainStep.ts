@@ -12,7 +12,7 @@
  * A step whose loss or gradient norm is not finite outputs its inputs unchanged (so callers may write the new state
  * over the old state's buffers).
  */
-import { GraphBuilder, gradients, type Graph, type Tensor } from '../graph/index.js';
+import { GraphBuilder, gradients, type Graph, type GradientSeed, type Tensor } from '../graph/index.js';
 import { expectedTensors, type LlamaConfig } from '../models/config.js';
 import { buildLlamaGraph, LLAMA_IO, type WeightSource } from '../models/llamaGraph.js';
 import { closedFormLogitGrad, combinedTokenLoss, tokenLosses, type LossOptions, type TeacherTensors } from './losses.js';
@@ -56,6 +56,8 @@ export interface TrainGraphOptions {
   perTensorGradNorms?: boolean;
   /** Closed-form logits gradient for CE / dense KL (default true); false = autodiff through the loss graph. */
   closedFormLossGrad?: boolean;
+  /** Token chunks for the LM head and loss (default: defaultLmHeadChunks(vocab)); a batch needs ≥ this many positions. */
+  lmHeadChunks?: number;
 }
 
 export interface TrainGraph {
@@ -66,16 +68,82 @@ export interface TrainGraph {
 
 const trainingWeights = (): WeightSource => ({ tensor: (g, name, shape) => g.input(name, 'f32', shape) });
 
-/** Student forward (all positions, no cache) into `g`; returns the logits tensor and the parameter inputs. */
-function studentForward(g: GraphBuilder, config: LlamaConfig): { logits: Tensor; params: Map<string, Tensor> } {
-  buildLlamaGraph(config, trainingWeights(), { cache: false, allPositions: true, builder: g });
-  const out = g.graph.outputs.splice(0).find((o) => o.name === LLAMA_IO.logits)!;
+/**
+ * Student forward (all positions, no cache) into `g`: the logits, or with `headless` the final norm's output (the
+ * caller applies the LM head); plus the parameter inputs by name.
+ */
+function studentForward(g: GraphBuilder, config: LlamaConfig, headless = false): { out: Tensor; params: Map<string, Tensor> } {
+  buildLlamaGraph(config, trainingWeights(), { cache: false, allPositions: true, builder: g, lmHead: !headless });
+  const out = g.graph.outputs.splice(0).find((o) => o.name === (headless ? LLAMA_IO.hidden : LLAMA_IO.logits))!;
   const params = new Map<string, Tensor>();
   for (const t of g.graph.inputs) {
     const name = (t.source as { name: string }).name;
     if (expectedTensors(config).has(name)) params.set(name, t);
   }
-  return { logits: out.tensor, params };
+  return { out: out.tensor, params };
+}
+
+/**
+ * Chunks of tokens the LM head and loss run in (1 = the whole batch at once). With a large vocabulary the
+ * [tokens × vocab] tensors (logits, log-probabilities, teacher probabilities, their gradient) dominate a step's
+ * memory; in chunks only one chunk's exist at a time.
+ */
+export const defaultLmHeadChunks = (vocab: number): number => (vocab >= 8192 ? 8 : 1);
+
+interface HeadLoss { loss: Tensor; ceSum: Tensor; kdSum: Tensor }
+
+/**
+ * LM head + loss + closed-form (or autodiff) logits gradient over `chunks` slices of the tokens, one after the other
+ * (Liger-Kernel's fused linear cross-entropy, as graph nodes). Each chunk's inputs depend on the previous chunk's
+ * finished gradient through a zero-valued scalar, so ORT cannot start a chunk before the last one's vocabulary-sized
+ * tensors are dead. The chunks' logits gradients are joined for the two big backward GEMMs, as in the unchunked graph.
+ * Returns the loss sums and d(loss)/d(hidden), d(loss)/d(W).
+ */
+function chunkedLmHead(g: GraphBuilder, hidden: Tensor, W: Tensor, labels: Tensor, teacher: TeacherTensors | null, opts: TrainGraphOptions, lossScale: Tensor, chunks: number, config: LlamaConfig): HeadLoss & { dHidden: Tensor; dW: Tensor } {
+  const H = config.hiddenSize, V = config.vocabSize;
+  const pieces = g.scope('lm_head_chunks', () => {
+    // Token rows are viewed as [1, tokens, ·] and split on axis 1 into ⌊(c+1)·n/chunks⌋ − ⌊c·n/chunks⌋ rows: no piece
+    // is empty when n ≥ chunks (ORT's broadcasting rejects some empty shapes; the runner uses an unchunked graph below).
+    const rowsOf = (t: Tensor) => g.reshape(t, t.rank === 2 ? [1, -1] : [1, -1, 0]);
+    const n = g.shape(rowsOf(labels), 1, 2);
+    const bound = (c: number) => g.div(g.mul(n, c), chunks);
+    const sizes = g.concat(Array.from({ length: chunks }, (_, c) => g.sub(bound(c + 1), bound(c))), 0);
+    const split = (t: Tensor) => g.opMulti('Split', [rowsOf(t), sizes], { axis: 1, pieces: chunks, dim: 'chunk' });
+    return {
+      x: split(hidden), labels: split(labels),
+      t: !teacher ? null : teacher.kind === 'dense' ? { logits: split(teacher.logits) } : { ids: split(teacher.ids), logprobs: split(teacher.logprobs) },
+    };
+  });
+  const sums: HeadLoss[] = [];
+  const dz: Tensor[] = [];
+  let after: Tensor | null = null; // 0, computed from the previous chunk's results
+  for (let c = 0; c < chunks; c++) {
+    g.scope(`chunk${c}`, () => {
+      const dep = (t: Tensor) => (after ? g.add(t, after) : t);
+      const t = pieces.t;
+      const tc: TeacherTensors | null = !teacher || !t ? null : teacher.kind === 'dense'
+        ? { kind: 'dense', logits: dep(t.logits![c]) } : { kind: 'sparse', ids: t.ids![c], logprobs: dep(t.logprobs![c]) };
+      const z = g.matMul(dep(pieces.x[c]), W, { transB: true });
+      const losses = tokenLosses(g, z, pieces.labels[c], tc, opts.loss);
+      const total = sumAll(g, combinedTokenLoss(g, losses, opts.loss));
+      const sum: HeadLoss = { loss: total, ceSum: sumAll(g, losses.ce), kdSum: losses.kd ? sumAll(g, losses.kd) : g.constant(0) };
+      const closed = opts.closedFormLossGrad === false ? null : closedFormLogitGrad(g, losses, opts.loss, g.mul(losses.valid, lossScale));
+      const d = g.reshape(closed ?? gradients(g, g.mul(total, lossScale), [z])[0]!, [-1, V]);
+      sums.push(sum);
+      dz.push(d);
+      const firstRow = sumAll(g, g.slice(d, [0], [1], [0]));
+      after = g.mul(g.add(g.add(firstRow, sum.loss), g.add(sum.ceSum, sum.kdSum)), 0);
+    });
+  }
+  return g.scope('lm_head_grad', () => {
+    const total = (k: keyof HeadLoss) => sums.map((s) => s[k]).reduce((a, b) => g.add(a, b));
+    const dZ = g.concat(dz, 0); // [tokens, V]
+    const x2 = g.concat(pieces.x.map((x) => g.reshape(x, [-1, H])), 0); // the rows in dZ's (symbolic) order
+    const dHidden = g.op('ReshapeLike', [g.matMul(dZ, W), hidden]);
+    // (xᵀ·dZ)ᵀ: MLAS is faster on [H, tokens]·[tokens, V] than with the large dZ transposed (as autodiff's Linear rule).
+    const dW = g.transpose(g.matMul(g.transpose(x2, [1, 0]), dZ), [1, 0]);
+    return { loss: g.mul(total('loss'), lossScale), ceSum: total('ceSum'), kdSum: total('kdSum'), dHidden, dW };
+  });
 }
 
 function teacherInputs(g: GraphBuilder, kind: TeacherKind, vocab: number): TeacherTensors | null {
@@ -90,7 +158,8 @@ const sumAll = (g: GraphBuilder, t: Tensor) => g.reduceSum(t, [...Array(t.rank).
 
 export function buildTrainGraph(config: LlamaConfig, opts: TrainGraphOptions): TrainGraph {
   const g = new GraphBuilder(`${config.modelType}_train_${opts.mode}`);
-  const { logits, params } = studentForward(g, config);
+  const chunks = opts.lmHeadChunks ?? defaultLmHeadChunks(config.vocabSize);
+  const { out, params } = studentForward(g, config, chunks > 1);
   const names = [...expectedTensors(config).keys()];
   const labels = g.input(TRAIN_IO.labels, 'i64', ['batch', 'seq']);
   const teacher = teacherInputs(g, opts.teacher, config.vocabSize);
@@ -103,16 +172,29 @@ export function buildTrainGraph(config: LlamaConfig, opts: TrainGraphOptions): T
   const gradAcc = opts.mode === 'accumulate' || opts.withGradAcc
     ? names.map((n) => g.input(TRAIN_IO.gradAcc(n), 'f32', expectedTensors(config).get(n)!)) : null;
 
-  const losses = tokenLosses(g, logits, labels, teacher, opts.loss);
-  const loss = g.mul(sumAll(g, combinedTokenLoss(g, losses, opts.loss)), lossScale);
+  let head: HeadLoss, seeds: GradientSeed[] | Tensor;
+  let headGrad: { name: string; dW: Tensor } | null = null;
+  if (chunks > 1) {
+    const headName = config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+    if (!params.has(headName)) params.set(headName, g.input(headName, 'f32', expectedTensors(config).get(headName)!));
+    const h = chunkedLmHead(g, out, params.get(headName)!, labels, teacher, opts, lossScale, chunks, config);
+    head = h;
+    seeds = [{ tensor: out, grad: h.dHidden }];
+    headGrad = { name: headName, dW: h.dW };
+  } else {
+    const losses = tokenLosses(g, out, labels, teacher, opts.loss);
+    head = { loss: g.mul(sumAll(g, combinedTokenLoss(g, losses, opts.loss)), lossScale), ceSum: sumAll(g, losses.ce), kdSum: losses.kd ? sumAll(g, losses.kd) : g.constant(0) };
+    const dLogits = opts.closedFormLossGrad === false ? null : closedFormLogitGrad(g, losses, opts.loss, g.mul(losses.valid, lossScale));
+    seeds = dLogits ? [{ tensor: out, grad: dLogits }] : head.loss;
+  }
+  const loss = head.loss;
   g.output(TRAIN_IO.loss, loss);
-  g.output(TRAIN_IO.ceSum, sumAll(g, losses.ce));
-  g.output(TRAIN_IO.kdSum, losses.kd ? sumAll(g, losses.kd) : g.identity(g.constant(0)));
+  g.output(TRAIN_IO.ceSum, head.ceSum);
+  g.output(TRAIN_IO.kdSum, head.kdSum.source.kind === 'node' ? head.kdSum : g.identity(head.kdSum));
 
   const paramTensors = names.map((n) => params.get(n)!);
-  const dLogits = opts.closedFormLossGrad === false ? null : closedFormLogitGrad(g, losses, opts.loss, g.mul(losses.valid, lossScale));
-  const seeds = dLogits ? [{ tensor: logits, grad: dLogits }] : loss;
   const raw = gradients(g, seeds, paramTensors).map((d, i) => {
+    if (headGrad && names[i] === headGrad.name) return d ? g.add(d, headGrad.dW) : headGrad.dW; // tied: gather path + head
     if (!d) throw new Error(`internal: no gradient for ${names[i]}`);
     return d;
   });
@@ -142,7 +224,7 @@ export function buildTrainGraph(config: LlamaConfig, opts: TrainGraphOptions): T
  */
 export function buildEvalGraph(config: LlamaConfig, teacherKind: TeacherKind, sparseTail: LossOptions['sparseTail']): TrainGraph {
   const g = new GraphBuilder(`${config.modelType}_eval`);
-  const { logits } = studentForward(g, config);
+  const { out: logits } = studentForward(g, config);
   const labels = g.input(TRAIN_IO.labels, 'i64', ['batch', 'seq']);
   const teacher = teacherInputs(g, teacherKind, config.vocabSize);
   const losses = tokenLosses(g, logits, labels, teacher, { loss: 'kl', temperature: 1, alpha: 1, jsdBeta: 0.5, sparseTail });

@@ -156,6 +156,7 @@ function lowerNode(node: Node, ins: string[], outs: string[], ctx: LowerCtx): vo
         [attr('exclusive', a.exclusive ? 1 : 0), attr('reverse', a.reverse ? 1 : 0)]);
     case 'Cast': return emit('Cast', ins, [attr('to', ONNX_DTYPE[a.to as DType])]);
     case 'Range': return emit('Range');
+    case 'Split': return emit('Split', ins, [attr('axis', a.axis as number)]);
     case 'MatMul':
       if (a.transA) {
         if (!ctx.ms) throw new GraphError(`${node.name}: transA needs microsoftOps (FusedMatMul)`);

@@ -166,6 +166,16 @@ export const OPS: Record<string, OpDef> = {
       return [{ dtype: x.dtype, shape: x.shape.filter((_, i) => !axes.has(i)) }];
     },
   },
+  /** `pieces` pieces of x along `axis` with run-time sizes `split` (i64 [pieces], zeros allowed), sized `${dim}${i}`. */
+  Split: {
+    arity: 2,
+    infer: ([x, sizes], attrs) => {
+      need(sizes.dtype === 'i64' && sizes.rank === 1, `split sizes must be i64 [n], got ${sizes}`);
+      const axis = normAxis(int(attrs, 'axis'), x.rank), pieces = int(attrs, 'pieces');
+      need(pieces > 0 && typeof attrs.dim === 'string', 'needs pieces > 0 and a dim name');
+      return Array.from({ length: pieces }, (_, p) => ({ dtype: x.dtype, shape: x.shape.map((s, i) => (i === axis ? `${attrs.dim}${p}` : s)) }));
+    },
+  },
   Concat: {
     arity: [1, Infinity],
     infer: (xs, attrs) => {

@@ -16,6 +16,7 @@ export const LLAMA_IO = {
   attentionMask: 'attention_mask',
   logitsIndex: 'logits_index',
   logits: 'logits',
+  hidden: 'hidden',
   pastKey: (i: number) => `past_key.${i}`,
   pastValue: (i: number) => `past_value.${i}`,
   presentKey: (i: number) => `present_key.${i}`,
@@ -57,6 +58,8 @@ export interface LlamaGraphOptions {
    * Fewer, bigger nodes per token; they have no gradient rules, so training graphs keep the default (false).
    */
   fused?: boolean;
+  /** false: stop before the LM head and output `hidden` (the final RMSNorm's output; training applies the head in chunks). */
+  lmHead?: boolean;
 }
 
 /** Weights as f32 initializers (f16/bf16 converted while the model is serialized). */
@@ -181,6 +184,10 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
       if (i + 1 < c.numHiddenLayers) ({ sum: h, normed: x } = addNorm(h1, mlp, weight(`model.layers.${i + 1}.input_layernorm.weight`)));
       else h = g.add(h1, mlp);
     });
+  }
+  if (opts.lmHead === false) {
+    g.output(LLAMA_IO.hidden, g.scope('lm_head', () => rmsNorm(h, weight('model.norm.weight'))));
+    return g.graph;
   }
   const logits = g.scope('lm_head', () => {
     const selected = logitsIndex ? g.gather(h, logitsIndex, 1) : h; // [batch, n_logits, hidden]: the LM head only where asked
