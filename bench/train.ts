@@ -2,8 +2,10 @@
  * Training-step benchmark: slimlm (one ONNX graph: forward + KD/CE loss + backward + AdamW, run by onnxruntime) against
  * PyTorch 1.13 (bench/train_torch.py, OpenBLAS) on the same student, batch, loss and optimizer. Each engine runs in its own
  * process so peak RSS is its own. Teacher logits are random and precomputed on both sides (the student step is measured).
+ * slimlm runs with TRAINING_MALLOC_TUNABLES (as `slimlm train|distill` do); PyTorch with glibc's defaults (its lower
+ * peak), or with the same settings under --torch-malloc-tuned.
  *
- *   node --import tsx bench/train.ts [--batch 8] [--seq 128] [--steps 8] [--threads 2] [--config "hidden=512,layers=4,heads=8,kv-heads=4,ffn=1408"] [--vocab 32000]
+ *   node --import tsx bench/train.ts [--torch-malloc-tuned] [--batch 8] [--seq 128] [--steps 8] [--threads 2] [--config "hidden=512,layers=4,heads=8,kv-heads=4,ffn=1408"] [--vocab 32000]
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -12,12 +14,13 @@ import { fileURLToPath } from 'node:url';
 import type { LlamaConfig } from '../src/models/config.js';
 import { parameterCount } from '../src/models/config.js';
 import { parseStudentSpec } from '../src/distill/student.js';
+import { TRAINING_MALLOC_TUNABLES } from '../src/runtime/memory.js';
 
 const { values } = parseArgs({ options: {
   batch: { type: 'string', default: '8' }, seq: { type: 'string', default: '128' }, steps: { type: 'string', default: '8' },
   warmup: { type: 'string', default: '3' }, threads: { type: 'string', default: '2' }, vocab: { type: 'string', default: '32000' },
   config: { type: 'string', default: 'hidden=512,layers=4,heads=8,kv-heads=4,ffn=1408' }, only: { type: 'string' },
-  child: { type: 'boolean' },
+  child: { type: 'boolean' }, 'torch-malloc-tuned': { type: 'boolean' },
 } });
 const shape = parseStudentSpec(values.config!).shape;
 const args = {
@@ -69,8 +72,9 @@ else {
   const self = fileURLToPath(import.meta.url);
   const passArgs = process.argv.slice(2);
   const results = [];
-  if (values.only !== 'torch') results.push(run(process.execPath, ['--import', 'tsx', self, ...passArgs, '--child']));
-  if (values.only !== 'slimlm') results.push(run('/usr/bin/python3', [fileURLToPath(new URL('./train_torch.py', import.meta.url)), JSON.stringify(args)], { ...process.env, OPENBLAS_CORETYPE: 'SkylakeX' }));
+  // The slimlm child runs with the malloc settings `slimlm train|distill` give themselves (bin/slimlm.js).
+  if (values.only !== 'torch') results.push(run(process.execPath, ['--import', 'tsx', self, ...passArgs, '--child'], { ...process.env, GLIBC_TUNABLES: TRAINING_MALLOC_TUNABLES }));
+  if (values.only !== 'slimlm') results.push(run('/usr/bin/python3', [fileURLToPath(new URL('./train_torch.py', import.meta.url)), JSON.stringify(args)], { ...process.env, OPENBLAS_CORETYPE: 'SkylakeX', ...(values['torch-malloc-tuned'] ? { GLIBC_TUNABLES: TRAINING_MALLOC_TUNABLES } : {}) }));
   console.log(`student ${values.config}, vocab ${args.vocab} (${(results[0].params / 1e6).toFixed(1)}M params); batch ${args.batch} × seq ${args.seq}; KD(T=2)+CE α=0.5, AdamW, clip 1; ${args.threads} threads; median of steps ${args.warmup + 1}..${args.steps}\n`);
   console.log('| engine | step (s) | tokens/s | peak RSS (MB) | loss |');
   console.log('|---|---|---|---|---|');

@@ -13,3 +13,14 @@ export function peakRssBytes(): number {
   } catch { /* not Linux */ }
   return process.resourceUsage().maxRSS * 1024;
 }
+
+/**
+ * glibc malloc settings for training processes (GLIBC_TUNABLES; read at process start only). Each training step
+ * returns the whole optimizer state from onnxruntime as freshly allocated copies (the node binding copies every
+ * output), hundreds of MB per step. With glibc's defaults those blocks are mmap'ed and unmapped each time, and every
+ * page is faulted in again on the next step; keeping freed memory in the heap removes those faults (bench/train.ts).
+ */
+export const TRAINING_MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184';
+
+/** True when this process runs with glibc malloc settings of its own (GLIBC_TUNABLES naming malloc). */
+export const mallocTuned = (): boolean => /glibc\.malloc\./.test(process.env.GLIBC_TUNABLES ?? '');
