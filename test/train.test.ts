@@ -225,7 +225,7 @@ test('the closed-form logits gradient (CE, dense KL) equals autodiff through the
   }
 });
 
-test('the LM head and loss in token chunks give the unchunked step (dense, sparse, CE, rkl; tied and untied; small batches)', async () => {
+test('the LM head and loss in token chunks give the unchunked step and evaluation (dense, sparse, CE, rkl; tied and untied; small batches)', async () => {
   const V = TINY.vocabSize;
   for (const tied of [false, true]) {
     const config = { ...TINY, tieWordEmbeddings: tied };
@@ -248,13 +248,15 @@ test('the LM head and loss in token chunks give the unchunked step (dense, spars
         for (const lmHeadChunks of [1, 5]) {
           const r = await StepRunner.create(config, { params: initStudentWeights(config, 6) }, { loss: c.loss, adamw: DEFAULT_ADAMW, teacher: c.kind, gradAccum: 1, threads: 1, perTensorGradNorms: true, lmHeadChunks });
           try {
+            const ev = await r.evaluate({ batch, teacher: c.teacher });
             const s = await r.step([{ batch, teacher: c.teacher }], 1e-2, 1);
-            results.push({ s, params: new Map([...r.getState().params].map(([name, p]) => [name, Float32Array.from(p)])) });
+            results.push({ ev, s, params: new Map([...r.getState().params].map(([name, p]) => [name, Float32Array.from(p)])) });
           } finally { await r.dispose(); }
         }
         const [a, b] = results, what = `${c.loss.loss}/${c.kind} tied=${tied} tokens=${n}`;
         assert.ok(Math.abs(a.s.loss - b.s.loss) <= 1e-6 * Math.abs(a.s.loss), `${what}: loss ${a.s.loss} vs ${b.s.loss}`);
         assert.ok(Math.abs(a.s.ce - b.s.ce) <= 1e-6 * a.s.ce && Math.abs(a.s.kd - b.s.kd) <= 1e-6 * Math.max(1e-6, Math.abs(a.s.kd)), `${what}: ce/kd`);
+        assert.ok(Math.abs(a.ev.ceSum - b.ev.ceSum) <= 1e-6 * a.ev.ceSum && Math.abs(a.ev.kdSum - b.ev.kdSum) <= 1e-6 * Math.max(1e-6, a.ev.kdSum), `${what}: evaluation`);
         for (const [name, v] of Object.entries(a.s.gradNorms!)) assert.ok(Math.abs(b.s.gradNorms![name] - v) <= 1e-5 * v, `${what} ‖∇${name}‖: ${v} vs ${b.s.gradNorms![name]}`);
         for (const [name, p] of a.params) {
           const q = b.params.get(name)!;

@@ -87,7 +87,7 @@ export function batchFeeds(mb: MicroBatch, kind: TeacherKind, vocab: number): Re
  * outputs its inputs unchanged when the loss or gradient norm is not finite, so a skipped step cannot corrupt it.
  */
 export class StepRunner {
-  private evalSession: Session | null = null;
+  private readonly evalSessions = new Map<number, Session>(); // by LM-head chunks
   private small: Sessions | null = null;
   private readonly stateFeeds: Record<string, OrtTensor> = {};
   private readonly inPlace: Record<string, OrtTensor | null>;
@@ -177,12 +177,14 @@ export class StepRunner {
 
   /** Summed CE and KL(teacher ‖ student) at T = 1 over the batch's real targets, with the current parameters. */
   async evaluate(mb: MicroBatch): Promise<EvalResult> {
-    if (!this.evalSession) {
-      const graph = buildEvalGraph(this.config, this.opts.teacher, this.opts.loss.sparseTail).graph;
-      this.evalSession = await Session.create(toOnnxBytes(graph), { threads: this.opts.threads, enableMemPattern: false });
+    const chunks = mb.batch.batch * mb.batch.seq >= this.chunks ? this.chunks : 1;
+    let session = this.evalSessions.get(chunks);
+    if (!session) {
+      const graph = buildEvalGraph(this.config, this.opts.teacher, this.opts.loss.sparseTail, chunks).graph;
+      this.evalSessions.set(chunks, session = await Session.create(toOnnxBytes(graph), { threads: this.opts.threads, enableMemPattern: false }));
     }
     const paramFeeds = Object.fromEntries([...this.state.params.keys()].map((n) => [n, this.stateFeeds[n]]));
-    const out = await this.evalSession.run({ ...paramFeeds, ...batchFeeds(mb, this.opts.teacher, this.config.vocabSize) });
+    const out = await session.run({ ...paramFeeds, ...batchFeeds(mb, this.opts.teacher, this.config.vocabSize) });
     return { ceSum: num(out[TRAIN_IO.ceSum]), kdSum: num(out[TRAIN_IO.kdSum]), tokens: countTargets(mb.batch) };
   }
 
@@ -191,7 +193,7 @@ export class StepRunner {
       await s?.step.dispose();
       await s?.accumulate?.dispose();
     }
-    await this.evalSession?.dispose();
+    for (const s of this.evalSessions.values()) await s.dispose();
   }
 }
 

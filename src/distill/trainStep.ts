@@ -93,13 +93,15 @@ export const defaultLmHeadChunks = (vocab: number): number => (vocab >= 8192 ? 8
 interface HeadLoss { loss: Tensor; ceSum: Tensor; kdSum: Tensor }
 
 /**
- * LM head + loss + closed-form (or autodiff) logits gradient over `chunks` slices of the tokens, one after the other
- * (Liger-Kernel's fused linear cross-entropy, as graph nodes). Each chunk's inputs depend on the previous chunk's
- * finished gradient through a zero-valued scalar, so ORT cannot start a chunk before the last one's vocabulary-sized
- * tensors are dead. The chunks' logits gradients are joined for the two big backward GEMMs, as in the unchunked graph.
- * Returns the loss sums and d(loss)/d(hidden), d(loss)/d(W).
+ * LM head + loss (+ with `grad`, the closed-form or autodiff logits gradient) over `chunks` slices of the tokens, one
+ * after the other (Liger-Kernel's fused linear cross-entropy, as graph nodes). Each chunk's inputs depend on the
+ * previous chunk's finished results through a zero-valued scalar, so ORT cannot start a chunk before the last one's
+ * vocabulary-sized tensors are dead. The chunks' logits gradients are joined for the two big backward GEMMs, as in
+ * the unchunked graph. Returns the loss sums (the loss × lossScale), and with `grad` d(loss)/d(hidden), d(loss)/d(W).
  */
-function chunkedLmHead(g: GraphBuilder, hidden: Tensor, W: Tensor, labels: Tensor, teacher: TeacherTensors | null, opts: TrainGraphOptions, lossScale: Tensor, chunks: number, config: LlamaConfig): HeadLoss & { dHidden: Tensor; dW: Tensor } {
+function chunkedLmHead(g: GraphBuilder, hidden: Tensor, W: Tensor, labels: Tensor, teacher: TeacherTensors | null, loss: LossOptions, chunks: number, config: LlamaConfig, grad: { lossScale: Tensor; closedForm: boolean }): HeadLoss & { dHidden: Tensor; dW: Tensor };
+function chunkedLmHead(g: GraphBuilder, hidden: Tensor, W: Tensor, labels: Tensor, teacher: TeacherTensors | null, loss: LossOptions, chunks: number, config: LlamaConfig): HeadLoss;
+function chunkedLmHead(g: GraphBuilder, hidden: Tensor, W: Tensor, labels: Tensor, teacher: TeacherTensors | null, loss: LossOptions, chunks: number, config: LlamaConfig, grad?: { lossScale: Tensor; closedForm: boolean }): HeadLoss & { dHidden?: Tensor; dW?: Tensor } {
   const H = config.hiddenSize, V = config.vocabSize;
   const pieces = g.scope('lm_head_chunks', () => {
     // Token rows are viewed as [1, tokens, ·] and split on axis 1 into ⌊(c+1)·n/chunks⌋ − ⌊c·n/chunks⌋ rows: no piece
@@ -124,26 +126,38 @@ function chunkedLmHead(g: GraphBuilder, hidden: Tensor, W: Tensor, labels: Tenso
       const tc: TeacherTensors | null = !teacher || !t ? null : teacher.kind === 'dense'
         ? { kind: 'dense', logits: dep(t.logits![c]) } : { kind: 'sparse', ids: t.ids![c], logprobs: dep(t.logprobs![c]) };
       const z = g.matMul(dep(pieces.x[c]), W, { transB: true });
-      const losses = tokenLosses(g, z, pieces.labels[c], tc, opts.loss);
-      const total = sumAll(g, combinedTokenLoss(g, losses, opts.loss));
+      const losses = tokenLosses(g, z, pieces.labels[c], tc, loss);
+      const total = sumAll(g, combinedTokenLoss(g, losses, loss));
       const sum: HeadLoss = { loss: total, ceSum: sumAll(g, losses.ce), kdSum: losses.kd ? sumAll(g, losses.kd) : g.constant(0) };
-      const closed = opts.closedFormLossGrad === false ? null : closedFormLogitGrad(g, losses, opts.loss, g.mul(losses.valid, lossScale));
-      const d = g.reshape(closed ?? gradients(g, g.mul(total, lossScale), [z])[0]!, [-1, V]);
       sums.push(sum);
-      dz.push(d);
-      const firstRow = sumAll(g, g.slice(d, [0], [1], [0]));
-      after = g.mul(g.add(g.add(firstRow, sum.loss), g.add(sum.ceSum, sum.kdSum)), 0);
+      let last = g.add(sum.loss, g.add(sum.ceSum, sum.kdSum));
+      if (grad) {
+        const closed = grad.closedForm ? closedFormLogitGrad(g, losses, loss, g.mul(losses.valid, grad.lossScale)) : null;
+        const d = g.reshape(closed ?? gradients(g, g.mul(total, grad.lossScale), [z])[0]!, [-1, V]);
+        dz.push(d);
+        last = g.add(last, sumAll(g, g.slice(d, [0], [1], [0])));
+      }
+      after = g.mul(last, 0);
     });
   }
+  const total = (k: keyof HeadLoss) => sums.map((s) => s[k]).reduce((a, b) => g.add(a, b));
+  const sum = { loss: grad ? g.mul(total('loss'), grad.lossScale) : total('loss'), ceSum: total('ceSum'), kdSum: total('kdSum') };
+  if (!grad) return sum;
   return g.scope('lm_head_grad', () => {
-    const total = (k: keyof HeadLoss) => sums.map((s) => s[k]).reduce((a, b) => g.add(a, b));
     const dZ = g.concat(dz, 0); // [tokens, V]
     const x2 = g.concat(pieces.x.map((x) => g.reshape(x, [-1, H])), 0); // the rows in dZ's (symbolic) order
     const dHidden = g.op('ReshapeLike', [g.matMul(dZ, W), hidden]);
     // (xᵀ·dZ)ᵀ: MLAS is faster on [H, tokens]·[tokens, V] than with the large dZ transposed (as autodiff's Linear rule).
     const dW = g.transpose(g.matMul(g.transpose(x2, [1, 0]), dZ), [1, 0]);
-    return { loss: g.mul(total('loss'), lossScale), ceSum: total('ceSum'), kdSum: total('kdSum'), dHidden, dW };
+    return { ...sum, dHidden, dW };
   });
+}
+
+/** The LM head's weight input: the tied embedding, or lm_head.weight (created when the headless forward made none). */
+function headWeight(g: GraphBuilder, config: LlamaConfig, params: Map<string, Tensor>): { name: string; W: Tensor } {
+  const name = config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+  if (!params.has(name)) params.set(name, g.input(name, 'f32', expectedTensors(config).get(name)!));
+  return { name, W: params.get(name)! };
 }
 
 function teacherInputs(g: GraphBuilder, kind: TeacherKind, vocab: number): TeacherTensors | null {
@@ -175,12 +189,11 @@ export function buildTrainGraph(config: LlamaConfig, opts: TrainGraphOptions): T
   let head: HeadLoss, seeds: GradientSeed[] | Tensor;
   let headGrad: { name: string; dW: Tensor } | null = null;
   if (chunks > 1) {
-    const headName = config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
-    if (!params.has(headName)) params.set(headName, g.input(headName, 'f32', expectedTensors(config).get(headName)!));
-    const h = chunkedLmHead(g, out, params.get(headName)!, labels, teacher, opts, lossScale, chunks, config);
+    const { name, W } = headWeight(g, config, params);
+    const h = chunkedLmHead(g, out, W, labels, teacher, opts.loss, chunks, config, { lossScale, closedForm: opts.closedFormLossGrad !== false });
     head = h;
     seeds = [{ tensor: out, grad: h.dHidden }];
-    headGrad = { name: headName, dW: h.dW };
+    headGrad = { name, dW: h.dW };
   } else {
     const losses = tokenLosses(g, out, labels, teacher, opts.loss);
     head = { loss: g.mul(sumAll(g, combinedTokenLoss(g, losses, opts.loss)), lossScale), ceSum: sumAll(g, losses.ce), kdSum: losses.kd ? sumAll(g, losses.kd) : g.constant(0) };
@@ -219,16 +232,23 @@ export function buildTrainGraph(config: LlamaConfig, opts: TrainGraphOptions): T
 }
 
 /**
- * Validation graph: forward + per-token CE and KL(teacher ‖ student) at T = 1, summed over real tokens.
- * Outputs ce_sum, kd_sum (KL; 0 without a teacher).
+ * Validation graph: forward + per-token CE and KL(teacher ‖ student) at T = 1, summed over real tokens (the LM head in
+ * `lmHeadChunks` token chunks, as in training). Outputs ce_sum, kd_sum (KL; 0 without a teacher).
  */
-export function buildEvalGraph(config: LlamaConfig, teacherKind: TeacherKind, sparseTail: LossOptions['sparseTail']): TrainGraph {
+export function buildEvalGraph(config: LlamaConfig, teacherKind: TeacherKind, sparseTail: LossOptions['sparseTail'], lmHeadChunks = defaultLmHeadChunks(config.vocabSize)): TrainGraph {
   const g = new GraphBuilder(`${config.modelType}_eval`);
-  const { out: logits } = studentForward(g, config);
+  const { out, params } = studentForward(g, config, lmHeadChunks > 1);
   const labels = g.input(TRAIN_IO.labels, 'i64', ['batch', 'seq']);
   const teacher = teacherInputs(g, teacherKind, config.vocabSize);
-  const losses = tokenLosses(g, logits, labels, teacher, { loss: 'kl', temperature: 1, alpha: 1, jsdBeta: 0.5, sparseTail });
-  g.output(TRAIN_IO.ceSum, sumAll(g, losses.ce));
-  g.output(TRAIN_IO.kdSum, losses.kd ? sumAll(g, losses.kd) : g.identity(g.constant(0)));
+  const loss: LossOptions = { loss: 'kl', temperature: 1, alpha: 1, jsdBeta: 0.5, sparseTail };
+  if (lmHeadChunks > 1) {
+    const head = chunkedLmHead(g, out, headWeight(g, config, params).W, labels, teacher, loss, lmHeadChunks, config);
+    g.output(TRAIN_IO.ceSum, head.ceSum);
+    g.output(TRAIN_IO.kdSum, teacher ? head.kdSum : g.identity(g.constant(0)));
+  } else {
+    const losses = tokenLosses(g, out, labels, teacher, loss);
+    g.output(TRAIN_IO.ceSum, sumAll(g, losses.ce));
+    g.output(TRAIN_IO.kdSum, losses.kd ? sumAll(g, losses.kd) : g.identity(g.constant(0)));
+  }
   return { graph: g.graph, params: [...expectedTensors(config).keys()] };
 }
