@@ -70,13 +70,20 @@ export function quantizedWeightSource(p: QuantizedWeightProvider, opts: Quantize
     if (q.kind === 'bnb4' && nf4Route === 'int8' && q.w.shape[1] % q.w.blocksize === 0) memo.q = q = { kind: 'nbits', w: bnb4ToNBits8(q.w) };
     return q;
   };
-  const lazyParts = (g: GraphBuilder, name: string, dtype: 'u8' | 'i8' | 'f32', dims: number[], parts: () => Uint8Array[]) =>
+  let group: { key: string; parts: NBitsWeight[] } | null = null; // the parts of one fused weight, kept while it is written
+  // `last`: the Linear's final initializer (they are written in creation order). Dropping the cached Linear then keeps
+  // the last one written from staying alive, in JS memory, while ORT loads the session.
+  const lazyParts = (g: GraphBuilder, name: string, dtype: 'u8' | 'i8' | 'f32', dims: number[], parts: () => Uint8Array[], last = false) =>
     g.initializer(name, dtype, dims, {
       byteLength: numel(dims) * (dtype === 'f32' ? 4 : 1),
-      write(dst) { let at = 0; for (const p of parts()) { dst.set(p, at); at += p.byteLength; } },
+      write(dst) {
+        let at = 0;
+        for (const p of parts()) { dst.set(p, at); at += p.byteLength; }
+        if (last) memo = group = null;
+      },
     });
-  const lazy = (g: GraphBuilder, name: string, dtype: 'u8' | 'i8' | 'f32', dims: number[], bytes: () => Uint8Array) =>
-    lazyParts(g, name, dtype, dims, () => [bytes()]);
+  const lazy = (g: GraphBuilder, name: string, dtype: 'u8' | 'i8' | 'f32', dims: number[], bytes: () => Uint8Array, last = false) =>
+    lazyParts(g, name, dtype, dims, () => [bytes()], last);
   const nbitsData = (name: string, shape: readonly number[]): NBitsWeight => {
     const q = data(name, shape);
     if (q.kind !== 'nbits') throw new Error(`${name}: expected MatMulNBits data, got ${q.kind}`);
@@ -93,11 +100,10 @@ export function quantizedWeightSource(p: QuantizedWeightProvider, opts: Quantize
     const blocks = nbitsBlocks(K, blockSize);
     const inputs = [x,
       lazyParts(g, `${name}.qweight`, 'u8', [N, blocks, (blockSize * bits) / 8], () => parts().map((w) => w.B)),
-      lazyParts(g, `${name}.scales`, 'f32', [N * blocks], () => parts().map((w) => u8(w.scales)))];
-    if (!symmetric) inputs.push(lazyParts(g, `${name}.qzeros`, 'u8', [bits === 4 ? N * Math.ceil(blocks / 2) : N * blocks], () => parts().map((w) => w.zeroPoints!)));
+      lazyParts(g, `${name}.scales`, 'f32', [N * blocks], () => parts().map((w) => u8(w.scales)), symmetric)];
+    if (!symmetric) inputs.push(lazyParts(g, `${name}.qzeros`, 'u8', [bits === 4 ? N * Math.ceil(blocks / 2) : N * blocks], () => parts().map((w) => w.zeroPoints!), true));
     return g.op('MatMulNBits', inputs, { K, N, bits, block_size: blockSize, accuracy_level: accuracyLevel });
   };
-  let group: { key: string; parts: NBitsWeight[] } | null = null; // the parts of one fused weight, kept while it is written
   const floatInit = (g: GraphBuilder, name: string, shape: number[], get: () => HostTensor) =>
     g.initializer(name, 'f32', shape, {
       byteLength: numel(shape) * 4,
@@ -125,14 +131,14 @@ export function quantizedWeightSource(p: QuantizedWeightProvider, opts: Quantize
           const rw = () => { const q = data(name, shape); if (q.kind !== 'int8-row') throw new Error(`${name}: expected int8 rows, got ${q.kind}`); return q.w; };
           return g.op('DynamicQuantizeMatMul', [x,
             lazy(g, `${name}.qweight`, 'i8', [K, N], () => u8(rw().BT)),
-            lazy(g, `${name}.scales`, 'f32', [N], () => u8(rw().scales))]);
+            lazy(g, `${name}.scales`, 'f32', [N], () => u8(rw().scales), true)]);
         }
         case 'bnb4': {
           const bw = () => { const q = data(name, shape); if (q.kind !== 'bnb4') throw new Error(`${name}: expected bnb4 data, got ${q.kind}`); return q.w; };
           const blocks = Math.ceil((N * K) / layout.blocksize);
           return g.op('MatMulBnb4', [x,
             lazy(g, `${name}.qweight`, 'u8', [Math.ceil((N * K) / 2)], () => bw().packed),
-            lazy(g, `${name}.absmax`, 'f32', [blocks], () => u8(blockScales(bw())))],
+            lazy(g, `${name}.absmax`, 'f32', [blocks], () => u8(blockScales(bw())), true)],
           { K, N, block_size: layout.blocksize, quant_type: layout.quantType === 'nf4' ? 1 : 0 });
         }
       }
