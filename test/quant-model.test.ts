@@ -63,6 +63,17 @@ test('quantized stories260K: written checkpoint == on-the-fly quantization, clos
   }
 });
 
+test('MatMulNBits weights split into row slices (what keeps a big LM head out of the loading peak) give identical logits', async () => {
+  const ids = await sampleIds();
+  for (const type of ['int4-asym', 'int8']) {
+    const whole = await loadModel(join(dir, type), { threads: 1 });
+    const sliced = await loadModel(join(dir, type), { threads: 1, maxSliceBytes: 4096 });
+    assert.deepEqual(Array.from(await logits(sliced.model, ids)), Array.from(await logits(whole.model, ids)), type);
+    await whole.model.dispose();
+    await sliced.model.dispose();
+  }
+});
+
 test('NF4 through MatMulBnb4 (exact) and through 8-bit MatMulNBits blocks (fast route) agree closely', async () => {
   const ids = await sampleIds();
   const exact = await loadModel(join(dir, 'nf4'), { threads: 1, nf4Route: 'bnb4' });

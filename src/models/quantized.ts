@@ -44,6 +44,8 @@ export interface QuantizedSourceOptions {
   accuracyLevel?: number;
   /** NF4/FP4 execution: 'int8' (re-coded into 8-bit MatMulNBits blocks, fast) or 'bnb4' (MatMulBnb4, exact, slow). Default 'int8'. */
   nf4Route?: 'int8' | 'bnb4';
+  /** MatMulNBits weights over this many bytes run as row slices (default 64 MiB; see MAX_PREPACK_BYTES). */
+  maxSliceBytes?: number;
 }
 
 const u8 = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -59,10 +61,30 @@ export function bnb4ToNBits8(q: Bnb4Tensor): NBitsWeight {
   return { bits: 8, blockSize: q.blocksize, N, K, B, scales, zeroPoints: null };
 }
 
+/**
+ * ORT maps a weight's raw bytes while it pre-packs it, on top of every weight packed before; the LM head is packed last,
+ * so a big one (Mistral-7B's 8-bit head: 131 MB) adds its whole size to the peak of loading. Larger MatMulNBits weights
+ * run as row slices joined by Concat (same logits: output columns are independent).
+ */
+const MAX_PREPACK_BYTES = 64 * 2 ** 20;
+
+/** Rows [r0, r1) of row-major pieces stacked in order, each holding whole rows of `rowBytes`. */
+function sliceRows(pieces: Uint8Array[], rowBytes: number, r0: number, r1: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let start = 0;
+  for (const p of pieces) {
+    const end = start + p.byteLength / rowBytes, a = Math.max(r0, start), b = Math.min(r1, end);
+    if (a < b) out.push(p.subarray((a - start) * rowBytes, (b - start) * rowBytes));
+    start = end;
+  }
+  return out;
+}
+
 /** A WeightSource whose Linear layers run quantized. Keeps one quantized Linear in memory at a time while serializing. */
 export function quantizedWeightSource(p: QuantizedWeightProvider, opts: QuantizedSourceOptions = {}): WeightSource {
   const accuracyLevel = opts.accuracyLevel ?? 4;
   const nf4Route = opts.nf4Route ?? 'int8';
+  const maxSliceBytes = opts.maxSliceBytes ?? MAX_PREPACK_BYTES;
   let memo: { name: string; q: QuantizedLinear } | null = null;
   const data = (name: string, shape: readonly number[]): QuantizedLinear => {
     if (memo?.name !== name) memo = { name, q: p.linear(name, shape) };
@@ -97,12 +119,23 @@ export function quantizedWeightSource(p: QuantizedWeightProvider, opts: Quantize
   };
   const nbitsNode = (g: GraphBuilder, x: Tensor, name: string, N: number, K: number, layout: Extract<LinearLayout, { kind: 'nbits' }>, parts: () => NBitsWeight[]) => {
     const { bits, blockSize, symmetric } = layout;
-    const blocks = nbitsBlocks(K, blockSize);
-    const inputs = [x,
-      lazyParts(g, `${name}.qweight`, 'u8', [N, blocks, (blockSize * bits) / 8], () => parts().map((w) => w.B)),
-      lazyParts(g, `${name}.scales`, 'f32', [N * blocks], () => parts().map((w) => u8(w.scales)), symmetric)];
-    if (!symmetric) inputs.push(lazyParts(g, `${name}.qzeros`, 'u8', [bits === 4 ? N * Math.ceil(blocks / 2) : N * blocks], () => parts().map((w) => w.zeroPoints!), true));
-    return g.op('MatMulNBits', inputs, { K, N, bits, block_size: blockSize, accuracy_level: accuracyLevel });
+    const blocks = nbitsBlocks(K, blockSize), rowBytes = (blocks * blockSize * bits) / 8;
+    const zpRow = bits === 4 ? Math.ceil(blocks / 2) : blocks;
+    // Equal slices of about maxSliceBytes, in whole groups of 128 rows: MLAS walks output columns 128 at a time, so
+    // every column is computed by the same code as without slicing.
+    const step = Math.ceil(N / Math.ceil((N * rowBytes) / maxSliceBytes) / 128) * 128;
+    const slices = Math.ceil(N / step);
+    const outs = Array.from({ length: slices }, (_, i) => {
+      const r0 = i * step, r1 = Math.min(N, r0 + step), n = r1 - r0, last = i === slices - 1;
+      const rows = (bytesPerRow: number, pick: (w: NBitsWeight) => Uint8Array) => () => sliceRows(parts().map(pick), bytesPerRow, r0, r1);
+      const prefix = slices === 1 ? name : `${name}.rows${r0}`;
+      const inputs = [x,
+        lazyParts(g, `${prefix}.qweight`, 'u8', [n, blocks, (blockSize * bits) / 8], rows(rowBytes, (w) => w.B)),
+        lazyParts(g, `${prefix}.scales`, 'f32', [n * blocks], rows(4 * blocks, (w) => u8(w.scales)), last && symmetric)];
+      if (!symmetric) inputs.push(lazyParts(g, `${prefix}.qzeros`, 'u8', [n * zpRow], rows(zpRow, (w) => w.zeroPoints!), last));
+      return g.op('MatMulNBits', inputs, { K, N: n, bits, block_size: blockSize, accuracy_level: accuracyLevel });
+    });
+    return slices === 1 ? outs[0] : g.concat(outs, -1);
   };
   const floatInit = (g: GraphBuilder, name: string, shape: number[], get: () => HostTensor) =>
     g.initializer(name, 'f32', shape, {
