@@ -40,7 +40,7 @@ async function slimlmChild(): Promise<void> {
     maxPositionEmbeddings: 2048, slidingWindow: null, tieWordEmbeddings: false, bosTokenId: 1, eosTokenId: 2, padTokenId: 0,
   };
   const runner = await StepRunner.create(config, { params: initStudentWeights(config, 0) }, {
-    loss: { ...DEFAULT_LOSS, temperature: args.temperature, alpha: args.alpha }, adamw: DEFAULT_ADAMW, teacher: 'dense', gradAccum: 1, threads: args.threads,
+    loss: { ...DEFAULT_LOSS, temperature: args.temperature, alpha: args.alpha }, adamw: DEFAULT_ADAMW, teacher: 'dense', gradAccum: 1, threads: args.threads, adoptState: true,
   });
   const n = args.batch * args.seq;
   const inputIds = Int32Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % (args.vocab - 3)));

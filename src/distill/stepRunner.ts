@@ -7,7 +7,7 @@
 import { toOnnxBytes } from '../graph/index.js';
 import type { LlamaConfig } from '../models/config.js';
 import { expectedTensors } from '../models/config.js';
-import { feeds, ort, Session, type OrtTensor } from '../runtime/index.js';
+import { collectGarbage, feeds, ort, Session, type OrtTensor } from '../runtime/index.js';
 import type { LossOptions } from './losses.js';
 import type { AdamWOptions } from './optimizer.js';
 import { buildEvalGraph, buildTrainGraph, defaultLmHeadChunks, TRAIN_IO, type TeacherKind } from './trainStep.js';
@@ -24,6 +24,8 @@ export interface RunnerOptions {
   closedFormLossGrad?: boolean;
   /** Token chunks for the LM head and loss (default from the vocabulary size; see trainStep.ts). */
   lmHeadChunks?: number;
+  /** Use the given arrays as the live state instead of copies (they are overwritten by every step). */
+  adoptState?: boolean;
 }
 
 export interface MicroBatch { batch: TokenBatch; teacher: TeacherOutput | null }
@@ -107,7 +109,7 @@ export class StepRunner {
     }
   }
 
-  /** `params` in HF layout (f32, copied: the caller's arrays are not modified); moments default to zeros. */
+  /** `params` in HF layout (f32; copied unless `opts.adoptState`, so the caller's arrays are not modified); moments default to zeros. */
   static async create(config: LlamaConfig, state: { params: Map<string, Float32Array>; m?: Map<string, Float32Array>; v?: Map<string, Float32Array> }, opts: RunnerOptions): Promise<StepRunner> {
     const shapes = expectedTensors(config);
     for (const [name, shape] of shapes) {
@@ -117,8 +119,8 @@ export class StepRunner {
         if (map && (!p || p.length !== n)) throw new Error(`${kind} ${name}: expected ${n} values, got ${p?.length ?? 'none'}`);
       }
     }
-    const own = (map: Map<string, Float32Array> | undefined) =>
-      new Map([...shapes.keys()].map((k) => [k, map ? Float32Array.from(map.get(k)!) : new Float32Array(shapes.get(k)!.reduce((a, b) => a * b, 1))]));
+    const own = (map: Map<string, Float32Array> | undefined) => new Map([...shapes.keys()].map((k) => [k,
+      !map ? new Float32Array(shapes.get(k)!.reduce((a, b) => a * b, 1)) : opts.adoptState ? map.get(k)! : Float32Array.from(map.get(k)!)]));
     const chunks = opts.lmHeadChunks ?? defaultLmHeadChunks(config.vocabSize);
     return new StepRunner(config, opts, await StepRunner.sessions(config, opts, chunks), chunks, { params: own(state.params), m: own(state.m), v: own(state.v) });
   }
@@ -145,6 +147,8 @@ export class StepRunner {
   /** One optimizer step over `micro` (at most gradAccum micro-batches); `step` is 1-based. */
   async step(micro: MicroBatch[], lr: number, step: number): Promise<StepResult> {
     if (!micro.length || micro.length > this.opts.gradAccum) throw new Error(`a step takes 1..${this.opts.gradAccum} micro-batches, got ${micro.length}`);
+    // The binding returned a copy of every output of the last step (the whole state): free it before this step's.
+    collectGarbage();
     const { step: stepSession, accumulate: accumSession } = await this.sessionsFor(micro);
     const tokens = micro.reduce((n, mb) => n + countTargets(mb.batch), 0);
     const lossScale = scalar(tokens ? 1 / tokens : 0);

@@ -7,7 +7,10 @@ let runner: StepRunner | null = null;
 parentPort!.on('message', async ({ id, method, args }: { id: number; method: string; args: unknown[] }) => {
   try {
     let result: unknown;
-    if (method === 'init') runner = await StepRunner.create(...(args as Parameters<typeof StepRunner.create>));
+    if (method === 'init') { // the state arrived as a structured clone: this thread's own copy
+      const [config, state, opts] = args as Parameters<typeof StepRunner.create>;
+      runner = await StepRunner.create(config, state, { ...opts, adoptState: true });
+    }
     else if (!runner) throw new Error('training worker used before init');
     else if (method === 'step') result = await runner.step(...(args as Parameters<StepRunner['step']>));
     else if (method === 'evaluate') result = await runner.evaluate(...(args as Parameters<StepRunner['evaluate']>));

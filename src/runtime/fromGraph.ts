@@ -2,24 +2,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import { writeOnnxWithExternalData, type Graph, type LowerOptions } from '../graph/index.js';
+import { collectGarbage } from './memory.js';
 import { Session, type SessionOptions } from './session.js';
-
-let fullGc: (() => void) | undefined;
-/** A full V8 collection, also when node was started without --expose-gc. */
-function collectGarbage(): void {
-  if (!fullGc) {
-    fullGc = (globalThis as { gc?: () => void }).gc;
-    if (!fullGc) {
-      v8.setFlagsFromString('--expose-gc');
-      fullGc = vm.runInNewContext('gc') as () => void;
-      v8.setFlagsFromString('--no-expose-gc');
-    }
-  }
-  fullGc();
-}
 
 /**
  * The weights are written once (streamed tensor by tensor from their sources) and mapped by ORT, so the process

@@ -1,5 +1,7 @@
 /** Peak memory of this process, as benchmarks and reports state it. */
 import { readFileSync } from 'node:fs';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 
 /**
  * Peak resident set size in bytes: VmHWM of /proc/self/status where Linux has it. `getrusage`'s ru_maxrss (Node's
@@ -24,3 +26,17 @@ export const TRAINING_MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=4294967296:
 
 /** True when this process runs with glibc malloc settings of its own (GLIBC_TUNABLES naming malloc). */
 export const mallocTuned = (): boolean => /glibc\.malloc\./.test(process.env.GLIBC_TUNABLES ?? '');
+
+let fullGc: (() => void) | undefined;
+/** A full V8 collection, also when node was started without --expose-gc. */
+export function collectGarbage(): void {
+  if (!fullGc) {
+    fullGc = (globalThis as { gc?: () => void }).gc;
+    if (!fullGc) {
+      v8.setFlagsFromString('--expose-gc');
+      fullGc = vm.runInNewContext('gc') as () => void;
+      v8.setFlagsFromString('--no-expose-gc');
+    }
+  }
+  fullGc();
+}
