@@ -137,11 +137,15 @@ test('a step with a non-finite loss is skipped and reported; training continues'
   }
 });
 
-test('a non-finite step leaves parameters and moments bit-identical (the update is written over the state in place)', async () => {
+test('a non-finite step leaves parameters and moments bit-identical (the update is written over the state in place), chunked LM head too', async () => {
+  for (const lmHeadChunks of [1, 3]) await nonFiniteStep(lmHeadChunks);
+});
+
+async function nonFiniteStep(lmHeadChunks: number): Promise<void> {
   const rows = markovRows(4, TINY.vocabSize, 9);
   const teacher = new BigramTeacher(TINY.vocabSize, 7, { nanOnCall: 2 });
   const init = initStudentWeights(TINY, 5);
-  const runner = await StepRunner.create(TINY, { params: init }, { loss: DEFAULT_LOSS, adamw: DEFAULT_ADAMW, teacher: 'dense', gradAccum: 1, threads: 1 });
+  const runner = await StepRunner.create(TINY, { params: init }, { loss: DEFAULT_LOSS, adamw: DEFAULT_ADAMW, teacher: 'dense', gradAccum: 1, threads: 1, lmHeadChunks });
   try {
     const batch = makeBatch(rows, 12, 0);
     assert.equal((await runner.step([{ batch, teacher: await teacher.run(batch) }], 1e-2, 1)).skipped, false);
@@ -159,7 +163,7 @@ test('a non-finite step leaves parameters and moments bit-identical (the update 
   } finally {
     await runner.dispose();
   }
-});
+}
 
 test('gradient accumulation over 2 micro-batches equals one batch of both', async () => {
   const rows = markovRows(4, TINY.vocabSize, 9);

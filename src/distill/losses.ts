@@ -91,8 +91,8 @@ export function tokenLosses(g: GraphBuilder, logits: Tensor, labels: Tensor, tea
     // gradients, and 0·NaN would still be NaN.
     const valid3 = g.unsqueeze(validMask, [2]);
     if (teacher.kind === 'dense') {
-      const scaled = T === 1 ? teacher.logits : g.mul(teacher.logits, 1 / T);
-      lp = g.logSoftmax(g.max(g.where(valid3, scaled, 0), LOG_FLOOR), -1);
+      const kept = g.where(valid3, teacher.logits, 0); // first, so every teacher pass follows the labels (chunk order)
+      lp = g.logSoftmax(g.max(T === 1 ? kept : g.mul(kept, 1 / T), LOG_FLOOR), -1);
       lq = logqT;
     } else {
       const ids = g.where(valid3, g.cast(teacher.ids, 'i64'), 0, 'i64');

@@ -118,15 +118,17 @@ function chunkedLmHead(g: GraphBuilder, hidden: Tensor, W: Tensor, labels: Tenso
   });
   const sums: HeadLoss[] = [];
   const dz: Tensor[] = [];
-  let after: Tensor | null = null; // 0, computed from the previous chunk's results
+  let after: Tensor | null = null; // 0, computed from the previous chunk's results (a data dependency, no value)
   for (let c = 0; c < chunks; c++) {
     g.scope(`chunk${c}`, () => {
-      const dep = (t: Tensor) => (after ? g.add(t, after) : t);
+      // The chunk's rows and labels wait for the previous chunk; every teacher pass starts from the labels' mask.
+      const x = after ? g.add(pieces.x[c], after) : pieces.x[c];
+      const labelsC = after ? g.add(pieces.labels[c], g.cast(after, 'i64')) : pieces.labels[c];
       const t = pieces.t;
       const tc: TeacherTensors | null = !teacher || !t ? null : teacher.kind === 'dense'
-        ? { kind: 'dense', logits: dep(t.logits![c]) } : { kind: 'sparse', ids: t.ids![c], logprobs: dep(t.logprobs![c]) };
-      const z = g.matMul(dep(pieces.x[c]), W, { transB: true });
-      const losses = tokenLosses(g, z, pieces.labels[c], tc, loss);
+        ? { kind: 'dense', logits: t.logits![c] } : { kind: 'sparse', ids: t.ids![c], logprobs: t.logprobs![c] };
+      const z = g.matMul(x, W, { transB: true });
+      const losses = tokenLosses(g, z, labelsC, tc, loss);
       const total = sumAll(g, combinedTokenLoss(g, losses, loss));
       const sum: HeadLoss = { loss: total, ceSum: sumAll(g, losses.ce), kdSum: losses.kd ? sumAll(g, losses.kd) : g.constant(0) };
       sums.push(sum);
@@ -137,7 +139,7 @@ function chunkedLmHead(g: GraphBuilder, hidden: Tensor, W: Tensor, labels: Tenso
         dz.push(d);
         last = g.add(last, sumAll(g, g.slice(d, [0], [1], [0])));
       }
-      after = g.mul(last, 0);
+      after = g.mul(g.cast(g.op('IsNaN', [last]), 'f32'), 0); // exactly 0 even when `last` is NaN or ±Inf
     });
   }
   const total = (k: keyof HeadLoss) => sums.map((s) => s[k]).reduce((a, b) => g.add(a, b));
