@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { loadModel } from '../../models/quantizedModel.js';
 import { evaluatePerplexity, type EvalResult } from '../../eval/perplexity.js';
-import { LINEAR_QUANT_TYPES, type LinearQuantType } from '../../quantize/recipe.js';
+import { LINEAR_QUANT_TYPES, type LinearQuantType, type QuantRecipe } from '../../quantize/recipe.js';
 import { loadTokenizer } from '../../tokenizers/index.js';
 import { progressBar } from '../progress.js';
 import { humanBytes, int, str, threads, threadsOption, UsageError, type Command } from '../common.js';
@@ -17,14 +17,14 @@ export interface EvalReport extends EvalResult {
 
 export const evalCommand: Command = {
   summary: 'perplexity (llama.cpp windows), and KL / top-1 agreement against a reference model',
-  usage: `slimlm eval --model PATH --data FILE [--reference PATH] [--ctx N] [--chunks N] [--type TYPE] [--tokenizer PATH]
-              [--json FILE] [--threads N]
+  usage: `slimlm eval --model PATH --data FILE [--reference PATH] [--ctx N] [--chunks N] [--type TYPE] [--block-size N]
+              [--lm-head int8|float|same] [--tokenizer PATH] [--json FILE] [--threads N]
   Windows: non-overlapping chunks of --ctx tokens (default 128), BOS over each chunk's first token, only the second
   half of each chunk scored — llama.cpp's perplexity tool with --ppl-stride 0. --type quantizes the model's Linear
-  layers on the fly (${LINEAR_QUANT_TYPES.join(', ')}). Reports size on disk, peak RSS and tokens/s (prompt processing).`,
+  layers on the fly (${LINEAR_QUANT_TYPES.join(', ')}) with slimlm quantize's recipe (--block-size, --lm-head). Reports size on disk, peak RSS and tokens/s (prompt processing).`,
   options: {
     model: { type: 'string' }, data: { type: 'string' }, reference: { type: 'string' }, ctx: { type: 'string' }, chunks: { type: 'string' },
-    type: { type: 'string' }, tokenizer: { type: 'string' }, json: { type: 'string' }, ...threadsOption,
+    type: { type: 'string' }, 'block-size': { type: 'string' }, 'lm-head': { type: 'string' }, tokenizer: { type: 'string' }, json: { type: 'string' }, ...threadsOption,
   },
   async run(v) {
     const modelPath = str(v, 'model'), data = str(v, 'data');
@@ -33,7 +33,10 @@ export const evalCommand: Command = {
     if (type && !LINEAR_QUANT_TYPES.includes(type as LinearQuantType)) throw new UsageError(`--type must be one of ${LINEAR_QUANT_TYPES.join(', ')}`);
     const ctx = int(v, 'ctx', 128)!;
     const ref = str(v, 'reference') ? await loadModel(str(v, 'reference')!, { threads: threads(v) }) : null;
-    const m = await loadModel(modelPath, { threads: threads(v), quantize: type ? { type: type as LinearQuantType } : undefined });
+    const lmHead = str(v, 'lm-head');
+    if (lmHead && !['int8', 'float', 'same'].includes(lmHead)) throw new UsageError('--lm-head must be int8, float or same');
+    const recipe: QuantRecipe | undefined = type ? { type: type as LinearQuantType, blockSize: int(v, 'block-size'), lmHead: lmHead as QuantRecipe['lmHead'] } : undefined;
+    const m = await loadModel(modelPath, { threads: threads(v), quantize: recipe });
     try {
       const tokPath = str(v, 'tokenizer') ?? m.tokenizerPath;
       if (!tokPath) throw new UsageError('no tokenizer found next to the model; pass --tokenizer');
