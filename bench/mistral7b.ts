@@ -5,8 +5,8 @@
  * exported to GGUF Q4_0 by `slimlm export` for node-llama-cpp to run on the same weights with a small context.
  * Everything goes under --dir and is deleted at the end unless --keep.
  *
- *   node --import tsx bench/mistral7b.ts [--dir bench/out/mistral7b] [--type int4] [--block-size 128] [--threads 2]
- *        [--prompt 16] [--tokens 16] [--skip-llama-cpp] [--keep]
+ *   node --import tsx bench/mistral7b.ts [--dir bench/out/mistral7b] [--type int4] [--block-size 256] [--lm-head int8|float|same]
+ *        [--threads 2] [--prompt 16] [--tokens 16] [--skip-llama-cpp] [--keep]
  */
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -85,13 +85,15 @@ async function runSlimlm(dir: string, threads: number, prompt: number, tokens: n
 
 const { values } = parseArgs({ options: {
   dir: { type: 'string', default: path.join(root, 'bench/out/mistral7b') }, type: { type: 'string', default: 'int4' },
-  'block-size': { type: 'string', default: '128' }, threads: { type: 'string', default: '2' }, prompt: { type: 'string', default: '16' },
+  'block-size': { type: 'string', default: '256' }, 'lm-head': { type: 'string' }, threads: { type: 'string', default: '2' }, prompt: { type: 'string', default: '16' },
   tokens: { type: 'string', default: '16' }, keep: { type: 'boolean', default: false }, 'skip-llama-cpp': { type: 'boolean', default: false },
   one: { type: 'string' },
 } });
 const threads = Number(values.threads), prompt = Number(values.prompt), tokens = Number(values.tokens);
 const dir = path.resolve(values.dir!);
-const bf16Dir = path.join(dir, 'bf16'), qDir = path.join(dir, `${values.type}-b${values['block-size']}`), gguf = path.join(dir, 'q4_0.gguf');
+const lmHead = values['lm-head'] ? ['--lm-head', values['lm-head']] : [];
+const recipe = [`--type ${values.type} --block-size ${values['block-size']}`, ...lmHead].join(' ');
+const bf16Dir = path.join(dir, 'bf16'), qDir = path.join(dir, `${values.type}-b${values['block-size']}${lmHead.length ? `-head-${lmHead[1]}` : ''}`), gguf = path.join(dir, 'q4_0.gguf');
 const cli = [path.join(root, 'bin/slimlm.js')];
 const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB (${(b / 2 ** 30).toFixed(2)} GiB)`;
 
@@ -106,13 +108,13 @@ if (values.one) {
       writeRandomMistral(bf16Dir);
     }
     if (!existsSync(path.join(qDir, 'config.json'))) {
-      const q = timed([...cli, 'quantize', '--model', bf16Dir, '--out', qDir, '--type', values.type!, '--block-size', values['block-size']!]);
-      say(`slimlm quantize --type ${values.type} --block-size ${values['block-size']}: ${q.seconds.toFixed(0)} s, peak RSS ${gb(q.peakRss)}`);
+      const q = timed([...cli, 'quantize', '--model', bf16Dir, '--out', qDir, '--type', values.type!, '--block-size', values['block-size']!, ...lmHead]);
+      say(`slimlm quantize ${recipe}: ${q.seconds.toFixed(0)} s, peak RSS ${gb(q.peakRss)}`);
     }
     const qBytes = statSync(path.join(qDir, 'model.safetensors')).size;
     const s = timed(['--import', 'tsx', fileURLToPath(import.meta.url), '--one', qDir, '--threads', String(threads), '--prompt', String(prompt), '--tokens', String(tokens)]);
     const sr = JSON.parse(s.stdout.trim().split('\n').pop()!);
-    say(`slimlm generate (${gb(qBytes)} on disk, ${threads} threads): load ${sr.loadS.toFixed(0)} s, prompt ${sr.promptTokS.toFixed(2)} tok/s, decode ${sr.decodeTokS.toFixed(2)} tok/s, peak RSS ${gb(s.peakRss)}`);
+    say(`slimlm generate (${recipe}, ${gb(qBytes)} on disk, ${threads} threads): load ${sr.loadS.toFixed(0)} s, prompt ${sr.promptTokS.toFixed(2)} tok/s, decode ${sr.decodeTokS.toFixed(2)} tok/s, peak RSS ${gb(s.peakRss)}`);
     if (!values['skip-llama-cpp']) {
       if (!existsSync(gguf)) {
         const e = timed([...cli, 'export', '--model', bf16Dir, '--out', gguf, '--type', 'q4_0']);
