@@ -108,3 +108,23 @@ test('bad input gets a clear error and a non-zero exit code', () => {
   }
   fs.rmSync(tmp, { recursive: true, force: true });
 });
+
+test('eval --type follows the quantize recipe flags: --block-size and --lm-head change what is measured', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slimlm-eval-'));
+  try {
+    const run = (name: string, ...flags: string[]) => {
+      const json = path.join(dir, `${name}.json`);
+      const r = slimlm('eval', '--model', path.join(stories, 'stories260K.bin'), '--data', path.join(shared, 'datasets/tinystories_val_slice.txt'),
+        '--ctx', '64', '--chunks', '2', '--type', 'int4', '--json', json, ...flags);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(fs.readFileSync(json, 'utf8')) as { sizeBytes: number; perplexity: number };
+    };
+    const b32 = run('b32'), b64 = run('b64', '--block-size', '64'), head4 = run('head4', '--lm-head', 'same');
+    assert.ok(b64.sizeBytes < b32.sizeBytes, `blocks of 64: ${b64.sizeBytes} vs ${b32.sizeBytes} bytes`);
+    assert.ok(head4.sizeBytes < b32.sizeBytes, `int4 head: ${head4.sizeBytes} vs ${b32.sizeBytes} bytes`);
+    assert.notEqual(b64.perplexity, b32.perplexity);
+    assert.equal(slimlm('eval', '--model', path.join(stories, 'stories260K.bin'), '--data', 'x', '--type', 'int4', '--lm-head', 'int3').code, 2);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
