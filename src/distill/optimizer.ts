@@ -33,7 +33,7 @@ export interface AdamWParam { param: Tensor; grad: Tensor; m: Tensor; v: Tensor 
 
 /** √(Σ‖g‖²) over all gradients (f32 scalar). */
 export function globalNorm(g: GraphBuilder, grads: Tensor[]): Tensor {
-  const squares = grads.map((d) => g.reduceSum(g.mul(d, d), [...Array(d.rank).keys()], false));
+  const squares = grads.map((d) => g.op('ReduceSumSquare', [d], { axes: [...Array(d.rank).keys()], keepdims: false })); // one pass, no d² tensor
   return g.sqrt(squares.reduce((a, b) => g.add(a, b)));
 }
 

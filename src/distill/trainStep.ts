@@ -214,7 +214,7 @@ export function buildTrainGraph(config: LlamaConfig, opts: TrainGraphOptions): T
     return d;
   });
   const grads = gradAcc ? raw.map((d, i) => g.add(d, gradAcc[i])) : raw;
-  if (opts.perTensorGradNorms) names.forEach((n, i) => g.output(TRAIN_IO.tensorGradNorm(n), g.sqrt(sumAll(g, g.mul(grads[i], grads[i])))));
+  if (opts.perTensorGradNorms) names.forEach((n, i) => g.output(TRAIN_IO.tensorGradNorm(n), g.sqrt(g.op('ReduceSumSquare', [grads[i]], { axes: [...Array(grads[i].rank).keys()], keepdims: false }))));
   if (opts.mode === 'accumulate') {
     names.forEach((n, i) => g.output(TRAIN_IO.gradOut(n), grads[i]));
     g.output(TRAIN_IO.gradNorm, globalNorm(g, raw));

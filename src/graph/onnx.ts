@@ -144,7 +144,7 @@ function lowerNode(node: Node, ins: string[], outs: string[], ctx: LowerCtx): vo
     case 'Reshape': return emit('Reshape', [ins[0], ctx.constI64(ints('shape'))]);
     case 'Expand': return emit('Expand', [ins[0], ctx.constI64(ints('shape'))]);
     case 'Unsqueeze': case 'Squeeze': return emit(node.op, [ins[0], ctx.constI64(ints('axes'))]);
-    case 'ReduceSum': case 'ReduceMean': case 'ReduceMax':
+    case 'ReduceSum': case 'ReduceMean': case 'ReduceMax': case 'ReduceSumSquare':
       return emit(node.op, [ins[0], ctx.constI64(ints('axes'))], [attr('keepdims', a.keepdims === false ? 0 : 1)]);
     case 'Slice': {
       const axes = ints('axes');

@@ -116,7 +116,7 @@ export const OPS: Record<string, OpDef> = {
       return [{ dtype: sameDtype([a, b], 'branches'), shape: broadcastShapes([c.shape, a.shape, b.shape]) }];
     },
   },
-  ReduceSum: reduce('numeric'), ReduceMean: reduce('float'), ReduceMax: reduce('numeric'),
+  ReduceSum: reduce('numeric'), ReduceMean: reduce('float'), ReduceMax: reduce('numeric'), ReduceSumSquare: reduce('float'),
   Softmax: softmaxLike, LogSoftmax: softmaxLike,
   CumSum: {
     arity: 1,
