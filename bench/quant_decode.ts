@@ -9,7 +9,10 @@
  * plain one (`--fused false`, the graph before those). The engines take turns for --rounds rounds (the cores are shared
  * with other jobs, so load drifts); each row reports the best round.
  *
- *   node --import tsx bench/quant_decode.ts [--prompt 64] [--tokens 64] [--threads 1,2] [--rounds 3] [--file bench/out/tinyllama-q4_0.gguf]
+ * --int4-blocks 64,128 adds slimlm's own int4 format at those block sizes, re-quantized at load from the same (Q4_0-dequantized)
+ * weights: the same bytes per weight as Q4_0 at blocks of 128 (4.5 bits), fewer ORT-side bytes than Q4_0's blocks of 32.
+ *
+ *   node --import tsx bench/quant_decode.ts [--prompt 64] [--tokens 64] [--threads 1,2] [--rounds 3] [--int4-blocks 64,128] [--file bench/out/tinyllama-q4_0.gguf]
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
@@ -63,8 +66,9 @@ async function bandwidth(threads: number): Promise<number> {
 
 const promptIds = (n: number) => [1, ...Array.from({ length: n - 1 }, (_, i) => 3 + ((i * 7919) % 31000))];
 
-async function runSlimlm(file: string, threads: number, prompt: number, tokens: number, fused = true) {
-  const m = await loadModel(file, { threads, accuracyLevel: 4, fused });
+/** `blockSize`: re-quantize the GGUF's (dequantized) weights to slimlm's own int4 blocks of that size (recipe defaults otherwise). */
+async function runSlimlm(file: string, threads: number, prompt: number, tokens: number, fused = true, blockSize?: number) {
+  const m = await loadModel(file, { threads, accuracyLevel: 4, fused, ...(blockSize ? { quantize: { type: 'int4' as const, blockSize } } : {}) });
   await generate(m.model, promptIds(prompt), { maxNewTokens: 4, eosTokenIds: [] }); // warm-up
   const r = await generate(m.model, promptIds(prompt), { maxNewTokens: tokens, eosTokenIds: [] });
   await m.model.dispose();
@@ -97,14 +101,16 @@ async function runLlamaCpp(file: string, threads: number, prompt: number, tokens
 const { values } = parseArgs({ options: {
   prompt: { type: 'string', default: '64' }, tokens: { type: 'string', default: '64' }, threads: { type: 'string', default: '1,2' },
   file: { type: 'string', default: path.join(root, 'bench/out/tinyllama-q4_0.gguf') }, one: { type: 'string' },
-  rounds: { type: 'string', default: '3' },
+  rounds: { type: 'string', default: '3' }, 'int4-blocks': { type: 'string', default: '' },
 } });
+const int4Blocks = values['int4-blocks']!.split(',').filter(Boolean).map(Number);
 const prompt = Number(values.prompt), tokens = Number(values.tokens), file = values.file!;
 
 if (values.one) {
   const [engine, t] = values.one.split(':');
   const r = engine === 'slimlm' ? await runSlimlm(file, Number(t), prompt, tokens)
     : engine === 'slimlm-plain' ? await runSlimlm(file, Number(t), prompt, tokens, false)
+    : engine.startsWith('slimlm-int4-b') ? await runSlimlm(file, Number(t), prompt, tokens, true, Number(engine.slice('slimlm-int4-b'.length)))
     : engine === 'llama.cpp' ? await runLlamaCpp(file, Number(t), prompt, tokens)
     : { bandwidthGBs: await bandwidth(Number(t)) };
   process.stdout.write(JSON.stringify(r) + '\n');
@@ -123,7 +129,7 @@ if (values.one) {
     let bw = 0;
     for (let round = 0; round < Number(values.rounds); round++) {
       bw = Math.max(bw, child('bandwidth').bandwidthGBs as number);
-      for (const engine of ['llama.cpp', 'slimlm-plain', 'slimlm']) {
+      for (const engine of ['llama.cpp', 'slimlm-plain', 'slimlm', ...int4Blocks.map((b) => `slimlm-int4-b${b}`)]) {
         const r = child(engine) as Run;
         const b = best[engine];
         best[engine] = b ? { promptTokS: Math.max(b.promptTokS, r.promptTokS), decodeTokS: Math.max(b.decodeTokS, r.decodeTokS), peakRssMiB: Math.max(b.peakRssMiB, r.peakRssMiB) } : r;
@@ -132,7 +138,9 @@ if (values.one) {
     }
     const bound = (bw * 1e9) / bytes; // every weight byte read once per decoded token (the embedding row aside)
     const lc = best['llama.cpp'];
-    for (const [name, r] of [['llama.cpp Q4_0', lc], ['slimlm, plain graph (before)', best['slimlm-plain']], ['slimlm MatMulNBits, fused graph (same Q4_0 blocks)', best.slimlm]] as const) {
+    const named: [string, Run][] = [['llama.cpp Q4_0', lc], ['slimlm, plain graph (before)', best['slimlm-plain']], ['slimlm MatMulNBits, fused graph (same Q4_0 blocks)', best.slimlm],
+      ...int4Blocks.map((b): [string, Run] => [`slimlm int4 blocks of ${b} (its own format, re-quantized from the same weights; fused)`, best[`slimlm-int4-b${b}`]])];
+    for (const [name, r] of named) {
       rows.push(`| ${t} | ${name} | ${r.promptTokS.toFixed(1)} | ${r.decodeTokS.toFixed(2)} | ${(r.decodeTokS / lc.decodeTokS).toFixed(2)}× | ${(100 * r.decodeTokS / bound).toFixed(0)} % | ${r.peakRssMiB.toFixed(0)} |`);
     }
     rows.push(`| ${t} | bound (${bw.toFixed(1)} GB/s ÷ ${(bytes / 2 ** 20).toFixed(0)} MiB) | | ${bound.toFixed(2)} | | 100 % | |`);
