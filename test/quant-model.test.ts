@@ -9,7 +9,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openCheckpoint } from '../src/models/checkpoint.js';
-import { openQuantizedCheckpoint, writeQuantizedCheckpoint } from '../src/models/quantizedCheckpoint.js';
+import { openQuantizedCheckpoint, recipeProvider, writeQuantizedCheckpoint } from '../src/models/quantizedCheckpoint.js';
+import { quantizedWeightSource } from '../src/models/quantized.js';
+import { buildLlamaGraph } from '../src/models/llamaGraph.js';
+import { createLlamaModel } from '../src/models/llama.js';
 import { loadModel } from '../src/models/quantizedModel.js';
 import { evaluatePerplexity, klDivergence, logSoftmax } from '../src/eval/perplexity.js';
 import type { LinearQuantType } from '../src/quantize/recipe.js';
@@ -142,5 +145,26 @@ test('GGUF Q4_0/Q8_0 blocks run natively in MatMulNBits and match the dequantize
     assert.ok(a.every((v, i) => Math.abs(v - b[i]) < 1e-4), type);
     await native.model.dispose();
     await dequant.dispose();
+  }
+});
+
+test('a bf16 embedding table stays bf16 in the inference graph (Gather, then an exact cast) and gives the f32 table\'s logits', async () => {
+  const ckpt = openCheckpoint('test/fixtures/mistral-tiny-bf16');
+  try {
+    const recipe = { type: 'int8' as const };
+    const bf16 = recipeProvider(ckpt, recipe);
+    const { storedDtype: _, ...f32 } = bf16; // without the stored dtype the table is written as f32, as before
+    const graph = buildLlamaGraph(ckpt.config, quantizedWeightSource(bf16), { fused: true });
+    assert.equal(graph.initializers.find((t) => (t.source as { name: string }).name === 'model.embed_tokens.weight')?.dtype, 'bf16');
+    const ids = [1, 5, 9, 200, 17, 3, 44, 80];
+    const out: Float32Array[] = [];
+    for (const p of [bf16, f32]) {
+      const model = await createLlamaModel(ckpt.config, quantizedWeightSource(p), { threads: 1 });
+      out.push(await logits(model, ids));
+      await model.dispose();
+    }
+    assert.deepEqual(Array.from(out[0]), Array.from(out[1]));
+  } finally {
+    ckpt.close();
   }
 });

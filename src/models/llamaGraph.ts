@@ -43,6 +43,8 @@ export interface WeightSource {
    * undefined when they cannot be joined: one bigger GEMV instead of several small ones (q/k/v, gate/up).
    */
   fusedLinear?(g: GraphBuilder, x: Tensor, names: string[], shapes: number[][]): Tensor | undefined;
+  /** The untied token-embedding table for Gather, in any float dtype (rows are cast to f32 after the lookup). */
+  embedding?(g: GraphBuilder, name: string, shape: number[]): Tensor;
 }
 
 export interface LlamaGraphOptions {
@@ -149,8 +151,9 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   });
   const heads = (x: Tensor, n: number) => g.transpose(g.reshape(x, [0, 0, n, D]), [0, 2, 1, 3]); // [batch, n, seq, D]
 
-  const embed = weight('model.embed_tokens.weight');
-  let h = g.scope('embed', () => g.gather(embed, inputIds, 0));
+  const embedName = 'model.embed_tokens.weight';
+  const embed = !c.tieWordEmbeddings && source.embedding ? source.embedding(g, embedName, shapes.get(embedName)!) : weight(embedName);
+  let h = g.scope('embed', () => g.cast(g.gather(embed, inputIds, 0), 'f32'));
   let x = g.scope('layers.0', () => rmsNorm(h, weight('model.layers.0.input_layernorm.weight')));
   for (let i = 0; i < c.numHiddenLayers; i++) {
     const p = `model.layers.${i}.`;

@@ -37,6 +37,8 @@ export interface QuantizedWeightProvider {
   layout(name: string, shape: readonly number[]): LinearLayout;
   /** The Linear's data in that layout; called while the graph is serialized (may quantize on the spot). */
   linear(name: string, shape: readonly number[]): QuantizedLinear;
+  /** How a non-Linear tensor is stored ('f32', 'f16', 'bf16', …), when the provider knows without reading it. */
+  storedDtype?(name: string): string | undefined;
 }
 
 export interface QuantizedSourceOptions {
@@ -154,6 +156,20 @@ export function quantizedWeightSource(p: QuantizedWeightProvider, opts: Quantize
   };
   return {
     tensor: floatTensor,
+    // Gather touches a few rows per token, but a long generation maps more and more of the table (page-cache
+    // read-around); a 16-bit table stays 16-bit, half the memory, and its rows widen to f32 exactly after the lookup.
+    embedding(g: GraphBuilder, name: string, shape: number[]): Tensor {
+      const dtype = p.storedDtype?.(name);
+      if (dtype !== 'bf16' && dtype !== 'f16') return floatTensor(g, name, shape);
+      return g.initializer(name, dtype, shape, {
+        byteLength: numel(shape) * 2,
+        write(dst) {
+          const t = p.tensor(name);
+          if (t.dtype !== dtype) throw new Error(`${name}: stored as ${dtype}, read as ${t.dtype}`);
+          dst.set(u8(t.data));
+        },
+      });
+    },
     linear(g: GraphBuilder, x: Tensor, name: string, shape: number[]): Tensor {
       const [N, K] = shape;
       const layout = effectiveLayout(name, shape);

@@ -42,6 +42,7 @@ export function recipeProvider(ckpt: Checkpoint, recipe: QuantRecipe): Quantized
   const shapes = expectedTensors(ckpt.config);
   return {
     tensor: (name) => ckpt.getTensor(name),
+    storedDtype: (name) => ckpt.tensorInfo(name).dtype,
     layout: (name) => (linears.has(name) ? recipeLayout(recipe, name, shapes.get(name)?.[1]) : { kind: 'float' }),
     linear: (name, shape) => {
       const t = ckpt.getTensor(name);
@@ -201,6 +202,7 @@ export function openQuantizedCheckpoint(dir: string): QuantizedCheckpoint {
   const f32 = (t: HostTensor) => new Float32Array(t.data.slice().buffer);
   const provider: QuantizedWeightProvider = {
     tensor: (name) => st.read(name),
+    storedDtype: (name) => (st.has(name) ? st.info(name).dtype : undefined),
     layout: (name) => layouts[name] ?? { kind: 'float' },
     linear(name, shape) {
       const layout = layouts[name];
