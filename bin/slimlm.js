@@ -11,8 +11,8 @@ if (!existsSync(fileURLToPath(entry))) {
 }
 const args = process.argv.slice(2);
 const { TRAINING_MALLOC_TUNABLES, mallocTuned } = await import(new URL('../dist/runtime/memory.js', import.meta.url).href);
-const glibc = process.platform === 'linux' && Boolean(process.report?.getReport().header.glibcVersionRuntime);
-if (glibc && ['train', 'distill'].includes(args[0]) && !mallocTuned() && process.env.SLIMLM_MALLOC !== 'default') {
+const glibc = () => process.platform === 'linux' && Boolean(process.report?.getReport().header.glibcVersionRuntime);
+if (['train', 'distill'].includes(args[0]) && !mallocTuned() && process.env.SLIMLM_MALLOC !== 'default' && glibc()) {
   // Training runs faster with malloc keeping freed memory (see TRAINING_MALLOC_TUNABLES); glibc reads that setting
   // only at start, so run again with it. Signals are passed on; the exit code and signal are passed back.
   const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args], {
