@@ -26,7 +26,9 @@ if (['train', 'distill'].includes(args[0]) && !mallocTuned() && process.env.SLIM
   });
 } else {
   if (process.send) { // started by the launcher above: stop if it dies (even by SIGKILL), never run on as an orphan
-    process.on('disconnect', () => process.kill(process.pid, 'SIGKILL'));
+    const orphaned = () => process.kill(process.pid, 'SIGKILL');
+    process.on('disconnect', orphaned);
+    if (!process.connected) orphaned(); // it died before the listener existed
     process.channel?.unref();
   }
   const { main } = await import(entry.href);

@@ -56,3 +56,24 @@ test('distill from a teacher cache; train (CE only) from a flag-string config', 
   assert.ok(existsSync(join(ce, 'model.safetensors')));
   rmSync(dir, { recursive: true, force: true });
 });
+
+test('bin/slimlm distill re-launches itself with the malloc tunables; the child dies with a SIGKILLed launcher', { skip: process.platform !== 'linux' && 'Linux only' }, async () => {
+  const { spawn, execFileSync } = await import('node:child_process');
+  const out = join(dir, 'launcher');
+  const launcher = spawn(process.execPath, ['bin/slimlm.js', 'distill', '--teacher', TEACHER, '--data', data, '--out', out, '--batch-size', '8', '--threads', '1',
+    '--student', 'hidden=16,layers=2,heads=2,kv-heads=1,ffn=48', '--steps', '100000'], { stdio: 'ignore', env: { ...process.env, GLIBC_TUNABLES: '', SLIMLM_MALLOC: '' } });
+  const childOf = (pid: number) => Number(execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' }).trim().split('\n')[0]) || 0;
+  const alive = (pid: number) => { try { return !/^State:\s+[ZX]/m.test(readFileSync(`/proc/${pid}/status`, 'utf8')); } catch { return false; } }; // a zombie has stopped
+  let child = 0;
+  for (let i = 0; i < 200 && !child; i++) { await new Promise((r) => setTimeout(r, 50)); try { child = childOf(launcher.pid!); } catch { /* not yet */ } }
+  try {
+    assert.ok(child, 'the launcher started a child');
+    assert.match(readFileSync(`/proc/${child}/environ`, 'utf8'), /GLIBC_TUNABLES=glibc\.malloc\.mmap_threshold=/);
+    launcher.kill('SIGKILL');
+    for (let i = 0; i < 200 && alive(child); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(alive(child), false, 'the child stopped after its launcher was killed');
+  } finally {
+    if (child && alive(child)) process.kill(child, 'SIGKILL');
+    launcher.kill('SIGKILL');
+  }
+});
