@@ -168,3 +168,28 @@ test('a bf16 embedding table stays bf16 in the inference graph (Gather, then an 
     ckpt.close();
   }
 });
+
+test('an untied embedding of a quantized folder is read as rows from the file (inputs_embeds): the Gather graph\'s logits', async () => {
+  const ckpt = openCheckpoint('test/fixtures/mistral-tiny-bf16');
+  const out = join(dir, 'mistral-tiny-int8');
+  try { writeQuantizedCheckpoint(ckpt, out, { type: 'int8' }); } finally { ckpt.close(); }
+  const q = openQuantizedCheckpoint(out);
+  try {
+    const source = quantizedWeightSource(q.provider);
+    const rows = source.embeddingRows!('model.embed_tokens.weight', [q.config.vocabSize, q.config.hiddenSize]);
+    assert.ok(rows, 'the folder offers row lookups');
+    const table = q.provider.tensor('model.embed_tokens.weight');
+    const want = Array.from(new Uint16Array(table.data.slice().buffer).subarray(7 * q.config.hiddenSize, 8 * q.config.hiddenSize), (h) => new Float32Array(new Uint32Array([h << 16]).buffer)[0]);
+    assert.deepEqual(Array.from(rows!.lookup([7])), want);
+    rows!.close();
+    const { tensorFile: _, ...gatherOnly } = q.provider;
+    const ids = [1, 5, 9, 200, 17, 3, 44, 80];
+    const viaRows = await createLlamaModel(q.config, quantizedWeightSource(q.provider), { threads: 1 });
+    const viaGather = await createLlamaModel(q.config, quantizedWeightSource(gatherOnly), { threads: 1 });
+    assert.deepEqual(Array.from(await logits(viaRows, ids)), Array.from(await logits(viaGather, ids)));
+    await viaRows.dispose();
+    await viaGather.dispose();
+  } finally {
+    q.close();
+  }
+});

@@ -35,6 +35,8 @@ export interface SafetensorsReader {
   info(name: string): SafetensorsTensorInfo;
   /** Positional read of one tensor into a fresh buffer. */
   read(name: string): HostTensor;
+  /** The file holding `name` (its offset is info(name).offset). */
+  fileOf(name: string): string;
   close(): void;
 }
 
@@ -147,6 +149,10 @@ export class SafetensorsFile implements SafetensorsReader {
     if (!t) this.fail(`no tensor "${name}"`);
     return t;
   }
+  fileOf(name: string): string {
+    this.info(name);
+    return this.path;
+  }
   read(name: string): HostTensor {
     const t = this.info(name);
     if (this.fd === null) this.fail(`reading tensor "${name}" after close()`);
@@ -213,6 +219,9 @@ export class ShardedSafetensors implements SafetensorsReader {
   }
   read(name: string): HostTensor {
     return this.shardFor(name).read(name);
+  }
+  fileOf(name: string): string {
+    return this.shardFor(name).path;
   }
   /** Shard file names in index order. */
   shardFiles(): string[] {

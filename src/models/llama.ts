@@ -5,6 +5,7 @@ import type { LlamaConfig } from './config.js';
 import { LlamaKVCache } from './kvCache.js';
 import { buildLlamaGraph, LLAMA_IO, type WeightSource } from './llamaGraph.js';
 import type { CausalLM, ForwardArgs, ForwardResult, KVCache } from './types.js';
+import type { EmbeddingRows } from './embeddingRows.js';
 
 export { LlamaKVCache } from './kvCache.js';
 export { WeightError, validateLlamaWeights } from './llamaWeights.js';
@@ -24,16 +25,24 @@ export class ForwardError extends Error {
 }
 
 export class LlamaModel implements CausalLM {
-  private constructor(readonly config: LlamaConfig, private readonly session: Session) {}
+  private constructor(readonly config: LlamaConfig, private readonly session: Session, private readonly embeddings: EmbeddingRows | null) {}
 
   /**
    * Validate `weights` (canonical HF names and layout; f32/f16/bf16, computed in f32) or take any WeightSource
    * (e.g. one reading a checkpoint lazily), build the graph and load it; ORT maps the weights from a file it owns.
    */
   static async create(config: LlamaConfig, weights: ReadonlyMap<string, HostTensor> | WeightSource, opts: LlamaModelOptions = {}): Promise<LlamaModel> {
-    const graph = buildLlamaGraph(config, weights, { fused: opts.fused ?? true });
-    const session = await sessionFromGraph(graph, { threads: opts.threads, optimizationLevel: opts.optimizationLevel, lower: { docString: `slimlm ${config.modelType} decoder` } });
-    return new LlamaModel(config, session);
+    const name = 'model.embed_tokens.weight';
+    const embeddings = weights instanceof Map || config.tieWordEmbeddings ? null
+      : (weights as WeightSource).embeddingRows?.(name, [config.vocabSize, config.hiddenSize]) ?? null;
+    try {
+      const graph = buildLlamaGraph(config, weights, { fused: opts.fused ?? true, inputsEmbeds: embeddings !== null });
+      const session = await sessionFromGraph(graph, { threads: opts.threads, optimizationLevel: opts.optimizationLevel, lower: { docString: `slimlm ${config.modelType} decoder` } });
+      return new LlamaModel(config, session, embeddings);
+    } catch (e) {
+      embeddings?.close();
+      throw e;
+    }
   }
 
   async forward(args: ForwardArgs): Promise<ForwardResult> {
@@ -65,7 +74,9 @@ export class LlamaModel implements CausalLM {
     const kvShape = [batch, c.numKeyValueHeads, 0, c.headDim];
     const empty = feeds.f32(new Float32Array(0), kvShape);
     const input: Record<string, OrtTensor> = {
-      [LLAMA_IO.inputIds]: feeds.i64(ids, [batch, seq]),
+      ...(this.embeddings
+        ? { [LLAMA_IO.inputsEmbeds]: feeds.f32(this.embeddings.lookup(ids), [batch, seq, c.hiddenSize]) }
+        : { [LLAMA_IO.inputIds]: feeds.i64(ids, [batch, seq]) }),
       [LLAMA_IO.attentionMask]: feeds.i64(mask.flat(), [batch, past + seq]),
       [LLAMA_IO.logitsIndex]: feeds.i64(logitsAt, [logitsAt.length]),
     };
@@ -86,6 +97,7 @@ export class LlamaModel implements CausalLM {
 
   async dispose(): Promise<void> {
     await this.session.dispose();
+    this.embeddings?.close();
   }
 
   private ownCache(cache: KVCache): LlamaKVCache {

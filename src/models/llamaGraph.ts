@@ -9,10 +9,12 @@
 import { numel, type HostTensor } from '../formats/tensor.js';
 import { END, GraphBuilder, type Graph, type Tensor } from '../graph/index.js';
 import { expectedTensors, type LlamaConfig } from './config.js';
+import type { EmbeddingRows } from './embeddingRows.js';
 import { f32InitializerData, validateLlamaWeights } from './llamaWeights.js';
 
 export const LLAMA_IO = {
   inputIds: 'input_ids',
+  inputsEmbeds: 'inputs_embeds',
   attentionMask: 'attention_mask',
   logitsIndex: 'logits_index',
   logits: 'logits',
@@ -45,6 +47,8 @@ export interface WeightSource {
   fusedLinear?(g: GraphBuilder, x: Tensor, names: string[], shapes: number[][]): Tensor | undefined;
   /** The untied token-embedding table for Gather, in any float dtype (rows are cast to f32 after the lookup). */
   embedding?(g: GraphBuilder, name: string, shape: number[]): Tensor;
+  /** The untied table as rows read outside the graph (the graph then takes inputs_embeds), when the source can. */
+  embeddingRows?(name: string, shape: number[]): EmbeddingRows | undefined;
 }
 
 export interface LlamaGraphOptions {
@@ -62,6 +66,8 @@ export interface LlamaGraphOptions {
   fused?: boolean;
   /** false: stop before the LM head and output `hidden` (the final RMSNorm's output; training applies the head in chunks). */
   lmHead?: boolean;
+  /** Take the token embeddings as input `inputs_embeds` f32 [batch, seq, hidden] instead of input_ids (untied models). */
+  inputsEmbeds?: boolean;
 }
 
 /** Weights as f32 initializers (f16/bf16 converted while the model is serialized). */
@@ -114,7 +120,8 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
     return names.map((n) => { const N = shapes.get(n)![0]; return g.slice(joined, [start], [start += N], [-1]); });
   };
 
-  const inputIds = g.input(LLAMA_IO.inputIds, 'i64', ['batch', 'seq']);
+  if (opts.inputsEmbeds && c.tieWordEmbeddings) throw new Error('inputs_embeds: a tied embedding is also the LM head; keep input_ids');
+  const input = opts.inputsEmbeds ? g.input(LLAMA_IO.inputsEmbeds, 'f32', ['batch', 'seq', c.hiddenSize]) : g.input(LLAMA_IO.inputIds, 'i64', ['batch', 'seq']);
   const totalDim = useCache ? 'past+seq' : 'seq';
   const mask = g.input(LLAMA_IO.attentionMask, 'i64', ['batch', totalDim]);
   const logitsIndex = opts.allPositions ? null : g.input(LLAMA_IO.logitsIndex, 'i64', ['n_logits']);
@@ -122,7 +129,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   // Cache indices: keys are 0..total-1, queries total-seq..total-1 (left padding included, as HF's cache_position).
   const { bias, positions, cos, sin } = g.scope('mask_and_rope', () => {
     const total = g.squeeze(g.shape(mask, 1, 2), [0]);
-    const seq = g.squeeze(g.shape(inputIds, 1, 2), [0]);
+    const seq = g.squeeze(g.shape(input, 1, 2), [0]);
     const keyIdx = g.range(0, total, 1, totalDim);
     const queryIdx = g.range(g.sub(total, seq), total, 1, 'seq');
     const distance = g.sub(g.unsqueeze(queryIdx, [1]), g.unsqueeze(keyIdx, [0])); // [seq, past+seq]
@@ -152,8 +159,8 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   const heads = (x: Tensor, n: number) => g.transpose(g.reshape(x, [0, 0, n, D]), [0, 2, 1, 3]); // [batch, n, seq, D]
 
   const embedName = 'model.embed_tokens.weight';
-  const embed = !c.tieWordEmbeddings && source.embedding ? source.embedding(g, embedName, shapes.get(embedName)!) : weight(embedName);
-  let h = g.scope('embed', () => g.cast(g.gather(embed, inputIds, 0), 'f32'));
+  const embedTable = () => (!c.tieWordEmbeddings && source.embedding ? source.embedding(g, embedName, shapes.get(embedName)!) : weight(embedName));
+  let h = opts.inputsEmbeds ? input : g.scope('embed', () => g.cast(g.gather(embedTable(), input, 0), 'f32'));
   let x = g.scope('layers.0', () => rmsNorm(h, weight('model.layers.0.input_layernorm.weight')));
   for (let i = 0; i < c.numHiddenLayers; i++) {
     const p = `model.layers.${i}.`;

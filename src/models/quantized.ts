@@ -16,6 +16,7 @@ import '../graph/contrib.js';
 import { blockScales, type Bnb4Tensor } from '../quantize/bnb4.js';
 import { nbitsBlocks, type Int8RowWeight, type NBitsWeight } from '../quantize/nbits.js';
 import type { WeightSource } from './llamaGraph.js';
+import { fileEmbeddingRows } from './embeddingRows.js';
 
 export type QuantizedLinear =
   | { kind: 'nbits'; w: NBitsWeight }
@@ -39,6 +40,8 @@ export interface QuantizedWeightProvider {
   linear(name: string, shape: readonly number[]): QuantizedLinear;
   /** How a non-Linear tensor is stored ('f32', 'f16', 'bf16', …), when the provider knows without reading it. */
   storedDtype?(name: string): string | undefined;
+  /** Where a float tensor's bytes are in a file (HF layout), for providers reading plain files (row lookups). */
+  tensorFile?(name: string): { path: string; offset: number; dtype: string; shape: readonly number[] } | undefined;
 }
 
 export interface QuantizedSourceOptions {
@@ -169,6 +172,11 @@ export function quantizedWeightSource(p: QuantizedWeightProvider, opts: Quantize
           dst.set(u8(t.data));
         },
       });
+    },
+    embeddingRows(name: string, shape: number[]) {
+      const at = p.tensorFile?.(name);
+      if (!at || (at.dtype !== 'f32' && at.dtype !== 'f16' && at.dtype !== 'bf16') || at.shape.join() !== shape.join()) return undefined;
+      return fileEmbeddingRows({ path: at.path, offset: at.offset, dtype: at.dtype, rows: shape[0], cols: shape[1] });
     },
     linear(g: GraphBuilder, x: Tensor, name: string, shape: number[]): Tensor {
       const [N, K] = shape;
