@@ -31,10 +31,12 @@ export interface AdamWInputs {
 
 export interface AdamWParam { param: Tensor; grad: Tensor; m: Tensor; v: Tensor }
 
+/** ‖t‖² as an f32 scalar, in one pass (no t² tensor). */
+export const sumOfSquares = (g: GraphBuilder, t: Tensor): Tensor => g.op('ReduceSumSquare', [t], { axes: [...Array(t.rank).keys()], keepdims: false });
+
 /** √(Σ‖g‖²) over all gradients (f32 scalar). */
 export function globalNorm(g: GraphBuilder, grads: Tensor[]): Tensor {
-  const squares = grads.map((d) => g.op('ReduceSumSquare', [d], { axes: [...Array(d.rank).keys()], keepdims: false })); // one pass, no d² tensor
-  return g.sqrt(squares.reduce((a, b) => g.add(a, b)));
+  return g.sqrt(grads.map((d) => sumOfSquares(g, d)).reduce((a, b) => g.add(a, b)));
 }
 
 /**

@@ -16,7 +16,7 @@ import { GraphBuilder, gradients, type Graph, type GradientSeed, type Tensor } f
 import { expectedTensors, type LlamaConfig } from '../models/config.js';
 import { buildLlamaGraph, LLAMA_IO, type WeightSource } from '../models/llamaGraph.js';
 import { closedFormLogitGrad, combinedTokenLoss, tokenLosses, type LossOptions, type TeacherTensors } from './losses.js';
-import { adamWUpdate, globalNorm, type AdamWOptions } from './optimizer.js';
+import { adamWUpdate, globalNorm, sumOfSquares, type AdamWOptions } from './optimizer.js';
 
 export const TRAIN_IO = {
   inputIds: LLAMA_IO.inputIds,
@@ -214,7 +214,7 @@ export function buildTrainGraph(config: LlamaConfig, opts: TrainGraphOptions): T
     return d;
   });
   const grads = gradAcc ? raw.map((d, i) => g.add(d, gradAcc[i])) : raw;
-  if (opts.perTensorGradNorms) names.forEach((n, i) => g.output(TRAIN_IO.tensorGradNorm(n), g.sqrt(g.op('ReduceSumSquare', [grads[i]], { axes: [...Array(grads[i].rank).keys()], keepdims: false }))));
+  if (opts.perTensorGradNorms) names.forEach((n, i) => g.output(TRAIN_IO.tensorGradNorm(n), g.sqrt(sumOfSquares(g, grads[i]))));
   if (opts.mode === 'accumulate') {
     names.forEach((n, i) => g.output(TRAIN_IO.gradOut(n), grads[i]));
     g.output(TRAIN_IO.gradNorm, globalNorm(g, raw));
