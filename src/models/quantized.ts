@@ -162,7 +162,7 @@ export function quantizedWeightSource(p: QuantizedWeightProvider, opts: Quantize
     // Gather touches a few rows per token, but a long generation maps more and more of the table (page-cache
     // read-around); a 16-bit table stays 16-bit, half the memory, and its rows widen to f32 exactly after the lookup.
     embedding(g: GraphBuilder, name: string, shape: number[]): Tensor {
-      const dtype = p.storedDtype?.(name);
+      const dtype = p.storedDtype?.(name) ?? p.tensorFile?.(name)?.dtype;
       if (dtype !== 'bf16' && dtype !== 'f16') return floatTensor(g, name, shape);
       return g.initializer(name, dtype, shape, {
         byteLength: numel(shape) * 2,

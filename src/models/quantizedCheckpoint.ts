@@ -202,7 +202,6 @@ export function openQuantizedCheckpoint(dir: string): QuantizedCheckpoint {
   const f32 = (t: HostTensor) => new Float32Array(t.data.slice().buffer);
   const provider: QuantizedWeightProvider = {
     tensor: (name) => st.read(name),
-    storedDtype: (name) => (st.has(name) ? st.info(name).dtype : undefined),
     tensorFile: (name) => (st.has(name) ? { path: st.fileOf(name), ...st.info(name) } : undefined),
     layout: (name) => layouts[name] ?? { kind: 'float' },
     linear(name, shape) {
