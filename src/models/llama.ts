@@ -1,6 +1,6 @@
 /** Llama / Mistral causal LM executed by onnxruntime: one decoder graph for prefill and cached decoding. */
 import type { HostTensor } from '../formats/tensor.js';
-import { feeds, Session, sessionFromGraph, type OrtTensor, type SessionOptions } from '../runtime/index.js';
+import { collectGarbage, feeds, Session, sessionFromGraph, type OrtTensor, type SessionOptions } from '../runtime/index.js';
 import type { LlamaConfig } from './config.js';
 import { LlamaKVCache } from './kvCache.js';
 import { buildLlamaGraph, LLAMA_IO, type WeightSource } from './llamaGraph.js';
@@ -24,7 +24,11 @@ export class ForwardError extends Error {
   override name = 'ForwardError';
 }
 
+/** Bytes of returned outputs after which a forward first runs a full GC (bounds uncollected KV caches). */
+const GC_AFTER_BYTES = 256 * 2 ** 20;
+
 export class LlamaModel implements CausalLM {
+  private returnedBytes = 0;
   private constructor(readonly config: LlamaConfig, private readonly session: Session, private readonly embeddings: EmbeddingRows | null) {}
 
   /**
@@ -84,7 +88,14 @@ export class LlamaModel implements CausalLM {
       input[LLAMA_IO.pastKey(i)] = cache?.keys[i] ?? empty;
       input[LLAMA_IO.pastValue(i)] = cache?.values[i] ?? empty;
     }
+    // Every step returns a new KV cache (ORT's outputs are copied into fresh buffers); the previous one is garbage
+    // that V8 may keep for a long time, since it counts only as external memory. Collect once enough has piled up.
+    if (this.returnedBytes > GC_AFTER_BYTES) {
+      collectGarbage();
+      this.returnedBytes = 0;
+    }
     const out = await this.session.run(input);
+    for (const t of Object.values(out)) this.returnedBytes += (t.data as ArrayBufferView).byteLength;
     const layers = [...Array(c.numHiddenLayers).keys()];
     const next = new LlamaKVCache(this, layers.map((i) => out[LLAMA_IO.presentKey(i)]), layers.map((i) => out[LLAMA_IO.presentValue(i)]),
       mask.map((row) => [...row]));
