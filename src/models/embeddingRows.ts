@@ -9,8 +9,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { bf16ToF32, f16ToF32 } from '../formats/dtype.js';
 
 export interface EmbeddingRows {
-  readonly hiddenSize: number;
-  /** f32 [ids.length × hiddenSize], the rows of `ids` in order. */
+  /** f32 [ids.length × row width], the rows of `ids` in order. */
   lookup(ids: readonly number[]): Float32Array;
   close(): void;
 }
@@ -23,7 +22,6 @@ export function fileEmbeddingRows({ path, offset, dtype, rows, cols }: TableLoca
   const row = new Uint8Array(rowBytes);
   const halves = new Uint16Array(row.buffer);
   return {
-    hiddenSize: cols,
     lookup(ids) {
       if (fd === null) throw new Error(`${path}: embedding rows read after close()`);
       const out = new Float32Array(ids.length * cols);

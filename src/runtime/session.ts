@@ -9,8 +9,6 @@ export interface SessionOptions {
   optimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   /** Reuse a memory plan across runs of equal shapes (ORT default true). */
   enableMemPattern?: boolean;
-  /** ORT's own CPU arena (default true). Off, freed activations go back to malloc, where output copies can reuse them. */
-  enableCpuMemArena?: boolean;
   /** Keep weights as given instead of re-packing them for GEMM (halves weight memory; little effect on decode). */
   disablePrepacking?: boolean;
   /** ORT log level: 0 verbose … 3 error (default), 4 fatal. */
@@ -34,7 +32,6 @@ export class Session {
         executionMode: 'sequential',
         graphOptimizationLevel: opts.optimizationLevel ?? 'all',
         enableMemPattern: opts.enableMemPattern ?? true,
-        enableCpuMemArena: opts.enableCpuMemArena ?? true,
         logSeverityLevel: opts.logSeverityLevel ?? 3,
         ...(opts.disablePrepacking ? { extra: { session: { disable_prepacking: '1' } } } : {}),
       };
