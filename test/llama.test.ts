@@ -13,8 +13,8 @@ const rows = (logits: Float32Array, dims: number[], b: number): Float32Array => 
 };
 const randomIds = (n: number, vocab: number, seed: number) => { const r = rng(seed); return Array.from({ length: n }, () => Math.floor(r() * vocab)); };
 
-async function withModel<T>(c: LlamaConfig, w: Map<string, HostTensor>, fn: (m: LlamaModel) => Promise<T>): Promise<T> {
-  const m = await createLlamaModel(c, w, { threads: 1 });
+async function withModel<T>(c: LlamaConfig, w: Map<string, HostTensor>, fn: (m: LlamaModel) => Promise<T>, fused = true): Promise<T> {
+  const m = await createLlamaModel(c, w, { threads: 1, fused });
   try { return await fn(m); } finally { await m.dispose(); }
 }
 
@@ -47,31 +47,47 @@ test('sliding window shorter than the sequence changes logits and matches the re
   assert.ok(maxAbsDiff(ref.slice(3).flat(), unwindowed.slice(3).flat()) > 1e-2);
 });
 
-test('incremental decoding with the KV cache equals the full forward (sliding window crossed)', async () => {
+// Both attention paths: GroupQueryAttention (fused) and plain ops.
+for (const fused of [true, false]) {
+const kind = fused ? 'GroupQueryAttention' : 'plain attention';
+
+test(`incremental decoding with the KV cache equals the full forward (sliding window crossed; ${kind})`, async () => {
   const c = tinyConfig({ slidingWindow: 4 });
   const w = randomWeights(c, 5);
   const ids = randomIds(10, c.vocabSize, 6);
   await withModel(c, w, async (m) => {
     const full = await m.forward({ inputIds: [ids], allLogits: true });
     const V = c.vocabSize;
-    let step = await m.forward({ inputIds: [ids.slice(0, 5)], allLogits: true });
+    let step = await m.forward({ inputIds: [ids.slice(0, 5)], allLogits: true, reserve: 16 }); // appended in place from here on
     assert.ok(maxAbsDiff(step.logits, full.logits.subarray(0, 5 * V)) < TOL);
     for (let i = 5; i < 8; i++) {
       step = await m.forward({ inputIds: [[ids[i]]], cache: step.cache });
       assert.equal(step.cache.length, i + 1);
       assert.ok(maxAbsDiff(step.logits, full.logits.subarray(i * V, (i + 1) * V)) < TOL, `step ${i}`);
     }
-    step = await m.forward({ inputIds: [ids.slice(8)], cache: step.cache, allLogits: true }); // a 2-token chunk
+    const at8 = step.cache;
+    step = await m.forward({ inputIds: [ids.slice(8)], cache: at8, allLogits: true }); // a 2-token chunk
     assert.ok(maxAbsDiff(step.logits, full.logits.subarray(8 * V)) < TOL);
-  });
+    // A second continuation of the same cache (whose buffers the chunk appended to) neither sees nor spoils the first.
+    const other = await m.forward({ inputIds: [[ids[3]]], cache: at8 });
+    const alone = await m.forward({ inputIds: [[...ids.slice(0, 8), ids[3]]] });
+    assert.ok(maxAbsDiff(other.logits, alone.logits) < TOL);
+    const cont = await m.forward({ inputIds: [[ids[3]]], cache: step.cache });
+    const whole = await m.forward({ inputIds: [[...ids, ids[3]]] });
+    assert.ok(maxAbsDiff(cont.logits, whole.logits) < TOL);
+    // Room reserved up front, and growth past it.
+    step = await m.forward({ inputIds: [ids.slice(0, 2)], reserve: 3 });
+    for (let i = 2; i < 10; i++) step = await m.forward({ inputIds: [[ids[i]]], cache: step.cache });
+    assert.ok(maxAbsDiff(step.logits, full.logits.subarray(9 * V)) < TOL);
+  }, fused);
 });
 
-test('left-padded batch rows equal each row alone, through prefill, decoding and selectCacheRows', async () => {
+test(`left-padded batch rows equal each row alone, through prefill, decoding, chunks and selectCacheRows (${kind})`, async () => {
   const c = tinyConfig({ slidingWindow: 4 });
   const w = randomWeights(c, 7);
   const V = c.vocabSize;
   const prompts = [randomIds(3, V, 8), randomIds(6, V, 9), randomIds(5, V, 10)];
-  const next = [randomIds(2, V, 11), randomIds(2, V, 12), randomIds(2, V, 13)];
+  const next = [randomIds(4, V, 11), randomIds(4, V, 12), randomIds(4, V, 13)];
   await withModel(c, w, async (m) => {
     const width = Math.max(...prompts.map((p) => p.length));
     const padded = prompts.map((p) => [...Array(width - p.length).fill(0), ...p]);
@@ -96,8 +112,16 @@ test('left-padded batch rows equal each row alone, through prefill, decoding and
       const p = prompts[b].length;
       assert.ok(maxAbsDiff(rows(after.logits, after.dims, i), singles[b].logits.subarray((p + 1) * V, (p + 2) * V)) < TOL, `selected row ${b}`);
     });
-  });
+    // Two new tokens per row over a past (GroupQueryAttention runs such a batch row by row).
+    const chunk = await m.forward({ inputIds: [next[2].slice(2), next[0].slice(2)], cache: after.cache, allLogits: true });
+    assert.equal(chunk.cache.length, after.cache.length + 2);
+    [2, 0].forEach((b, i) => {
+      const p = prompts[b].length;
+      assert.ok(maxAbsDiff(rows(chunk.logits, chunk.dims, i), singles[b].logits.subarray((p + 2) * V, (p + 4) * V)) < TOL, `chunk row ${b}`);
+    });
+  }, fused);
 });
+}
 
 test('tied embeddings with bf16 and f16 weights compute in f32 from the stored values', async () => {
   const c = tinyConfig({ modelType: 'llama', tieWordEmbeddings: true, numKeyValueHeads: 4 });

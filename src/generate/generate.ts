@@ -263,6 +263,7 @@ async function runBatch(model: CausalLM, prompts: number[][], options: GenerateO
       inputIds: active.map((r) => padLeft(rows[r].prompt, width, pad)),
       attentionMask: masked ? masks : undefined,
       allLogits: false,
+      reserve: Math.min(width + o.maxNewTokens, maxPos), // the cache's room for the whole generation, allocated once
     });
     prefillMs = performance.now() - t;
     let cache: KVCache = res.cache;

@@ -166,6 +166,11 @@ function lowerNode(node: Node, ins: string[], outs: string[], ctx: LowerCtx): vo
       if (ctx.ms) return emit('FusedMatMul', ins, [attr('transB', 1)], 'com.microsoft');
       return lowerTransposedMatMul(node, ins, outs, ctx);
     case 'Pad': return emit('Pad', [ins[0], ctx.constI64(ints('pads'))]);
+    case 'GroupQueryAttention': {
+      // Inputs 7..9 (cos_cache, sin_cache, position_ids) stay absent; the 8th IR input is attention_bias (ONNX slot 10).
+      const { totalDim: _, ...rest } = a;
+      return emit(node.op, ins.length > 7 ? [...ins.slice(0, 7), '', '', '', ins[7]] : ins, genericAttrs(rest), 'com.microsoft');
+    }
     case 'ZerosLike': case 'ReshapeLike': case 'ExpandLike': {
       const shape = `${outs[0]}_shape`;
       ctx.emit('Shape', [ins[node.op === 'ZerosLike' ? 0 : 1]], [shape], [], `${node.name}_shape`);

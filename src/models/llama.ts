@@ -3,7 +3,7 @@ import type { HostTensor } from '../formats/tensor.js';
 import { collectGarbage, feeds, Session, sessionFromGraph, type OrtTensor, type SessionOptions } from '../runtime/index.js';
 import type { LlamaConfig } from './config.js';
 import { LlamaKVCache } from './kvCache.js';
-import { buildLlamaGraph, LLAMA_IO, type WeightSource } from './llamaGraph.js';
+import { buildLlamaGraph, groupQueryAttention, LLAMA_IO, type WeightSource } from './llamaGraph.js';
 import type { CausalLM, ForwardArgs, ForwardResult, KVCache } from './types.js';
 import type { EmbeddingRows } from './embeddingRows.js';
 
@@ -29,7 +29,8 @@ const GC_AFTER_BYTES = 256 * 2 ** 20;
 
 export class LlamaModel implements CausalLM {
   private returnedBytes = 0;
-  private constructor(readonly config: LlamaConfig, private readonly session: Session, private readonly embeddings: EmbeddingRows | null) {}
+  private constructor(readonly config: LlamaConfig, private readonly session: Session, private readonly embeddings: EmbeddingRows | null,
+    private readonly rowByRow: boolean) {}
 
   /**
    * Validate `weights` (canonical HF names and layout; f32/f16/bf16, computed in f32) or take any WeightSource
@@ -40,9 +41,10 @@ export class LlamaModel implements CausalLM {
     const embeddings = weights instanceof Map || config.tieWordEmbeddings ? null
       : (weights as WeightSource).embeddingRows?.(name, [config.vocabSize, config.hiddenSize]) ?? null;
     try {
-      const graph = buildLlamaGraph(config, weights, { fused: opts.fused ?? true, inputsEmbeds: embeddings !== null });
+      const graphOpts = { fused: opts.fused ?? true, cache: 'append', inputsEmbeds: embeddings !== null } as const;
+      const graph = buildLlamaGraph(config, weights, graphOpts);
       const session = await sessionFromGraph(graph, { threads: opts.threads, optimizationLevel: opts.optimizationLevel, lower: { docString: `slimlm ${config.modelType} decoder` } });
-      return new LlamaModel(config, session, embeddings);
+      return new LlamaModel(config, session, embeddings, groupQueryAttention(config, graphOpts));
     } catch (e) {
       embeddings?.close();
       throw e;
@@ -74,9 +76,11 @@ export class LlamaModel implements CausalLM {
       if (row.some((v) => v !== 0 && v !== 1)) throw new ForwardError(`attentionMask row ${b} must hold only 0 and 1`);
     });
 
+    // ORT's GroupQueryAttention takes several new tokens over a past only for one row: such a batch runs row by row.
+    if (this.rowByRow && batch > 1 && seq > 1 && past > 0) return this.forwardRows(args, cache!, mask);
+
     const logitsAt = args.allLogits ? Array.from({ length: seq }, (_, i) => i) : [seq - 1];
-    const kvShape = [batch, c.numKeyValueHeads, 0, c.headDim];
-    const empty = feeds.f32(new Float32Array(0), kvShape);
+    const step = (cache ?? LlamaKVCache.empty(this, c.numHiddenLayers, batch, c.numKeyValueHeads, c.headDim)).prepare(seq, args.reserve);
     const input: Record<string, OrtTensor> = {
       ...(this.embeddings
         ? { [LLAMA_IO.inputsEmbeds]: feeds.f32(this.embeddings.lookup(ids), [batch, seq, c.hiddenSize]) }
@@ -85,11 +89,11 @@ export class LlamaModel implements CausalLM {
       [LLAMA_IO.logitsIndex]: feeds.i64(logitsAt, [logitsAt.length]),
     };
     for (let i = 0; i < c.numHiddenLayers; i++) {
-      input[LLAMA_IO.pastKey(i)] = cache?.keys[i] ?? empty;
-      input[LLAMA_IO.pastValue(i)] = cache?.values[i] ?? empty;
+      input[LLAMA_IO.pastKey(i)] = step.keys[i];
+      input[LLAMA_IO.pastValue(i)] = step.values[i];
     }
-    // Every step returns a new KV cache (ORT's outputs are copied into fresh buffers); the previous one is garbage
-    // that V8 may keep for a long time, since it counts only as external memory. Collect once enough has piled up.
+    // Every output is copied into a fresh buffer, garbage after this call that V8 may keep for a long time, since it
+    // counts only as external memory (logits, a prompt's keys/values, grown caches). Collect once enough has piled up.
     if (this.returnedBytes > GC_AFTER_BYTES) {
       collectGarbage();
       this.returnedBytes = 0;
@@ -97,9 +101,20 @@ export class LlamaModel implements CausalLM {
     const out = await this.session.run(input);
     for (const t of Object.values(out)) this.returnedBytes += (t.data as ArrayBufferView).byteLength;
     const layers = [...Array(c.numHiddenLayers).keys()];
-    const next = new LlamaKVCache(this, layers.map((i) => out[LLAMA_IO.presentKey(i)]), layers.map((i) => out[LLAMA_IO.presentValue(i)]),
-      mask.map((row) => [...row]));
+    const next = step.append(layers.map((i) => out[LLAMA_IO.newKey(i)]), layers.map((i) => out[LLAMA_IO.newValue(i)]), mask.map((row) => [...row]));
     return { logits: out[LLAMA_IO.logits].data as Float32Array, dims: [batch, logitsAt.length, c.vocabSize], cache: next };
+  }
+
+  /** One forward per batch row, joined again (a row's result does not depend on the others). */
+  private async forwardRows(args: ForwardArgs, cache: LlamaKVCache, mask: number[][]): Promise<ForwardResult> {
+    const parts: ForwardResult[] = [];
+    for (let b = 0; b < args.inputIds.length; b++) {
+      parts.push(await this.forward({ ...args, inputIds: [args.inputIds[b]], attentionMask: [mask[b]], cache: cache.selectRows([b], false) }));
+    }
+    const [, n, vocab] = parts[0].dims;
+    const logits = new Float32Array(parts.length * n * vocab);
+    parts.forEach((p, b) => logits.set(p.logits, b * n * vocab));
+    return { logits, dims: [parts.length, n, vocab], cache: LlamaKVCache.concat(parts.map((p) => p.cache as LlamaKVCache)) };
   }
 
   selectCacheRows(cache: KVCache, rows: number[]): KVCache {

@@ -5,6 +5,11 @@
  * Inputs:  input_ids i64 [batch, seq]; attention_mask i64 [batch, past+seq] (1 = real, 0 = padding);
  *          logits_index i64 [n] (positions in 0..seq-1 that get logits); past_key.{i}/past_value.{i} f32 [batch, kvHeads, past, headDim]
  * Outputs: logits f32 [batch, n, vocab]; present_key.{i}/present_value.{i} f32 [batch, kvHeads, past+seq, headDim]
+ *
+ * With `cache: 'append'` (what LlamaModel runs) past_key.{i}/past_value.{i} are buffers [batch, kvHeads, capacity, headDim]
+ * whose first `past` positions are valid (past = attention_mask length − seq), and the outputs are only this call's
+ * keys/values, new_key.{i}/new_value.{i} [batch, seq, kvHeads·headDim]: the caller appends them to its buffers, so a
+ * decode step returns a few KB instead of the whole cache (onnxruntime-node copies every output).
  */
 import { numel, type HostTensor } from '../formats/tensor.js';
 import { END, GraphBuilder, type Graph, type Tensor } from '../graph/index.js';
@@ -23,6 +28,8 @@ export const LLAMA_IO = {
   pastValue: (i: number) => `past_value.${i}`,
   presentKey: (i: number) => `present_key.${i}`,
   presentValue: (i: number) => `present_value.${i}`,
+  newKey: (i: number) => `new_key.${i}`,
+  newValue: (i: number) => `new_value.${i}`,
 } as const;
 
 /** Additive bias for masked scores: HF uses the dtype minimum (not -inf) so fully masked pad rows stay finite. */
@@ -52,15 +59,20 @@ export interface WeightSource {
 }
 
 export interface LlamaGraphOptions {
-  /** KV cache inputs (past_key.i / past_value.i) and outputs (present_key.i / present_value.i). Default true. */
-  cache?: boolean;
+  /**
+   * true (default): KV cache inputs past_key.i / past_value.i and outputs present_key.i / present_value.i (the layout of
+   * transformers.js and Optimum exports). 'append': past buffers with spare capacity in, this call's keys/values out.
+   */
+  cache?: boolean | 'append';
   /** Logits for every position, without the logits_index input (training, perplexity). Default false. */
   allPositions?: boolean;
   /** Build into this builder (e.g. a training step that appends a loss and the backward pass). */
   builder?: GraphBuilder;
   /**
    * Inference kernels of ONNX Runtime instead of plain ops: SimplifiedLayerNormalization (RMSNorm),
-   * SkipSimplifiedLayerNormalization (residual add + RMSNorm), RotaryEmbedding, fused q/k/v and gate/up projections.
+   * SkipSimplifiedLayerNormalization (residual add + RMSNorm), RotaryEmbedding, fused q/k/v and gate/up projections, and
+   * with `cache: 'append'` GroupQueryAttention when the head size is a multiple of 8 (and no batch > 1 with both a past
+   * and several new tokens: ORT refuses it).
    * Fewer, bigger nodes per token; they have no gradient rules, so training graphs keep the default (false).
    */
   fused?: boolean;
@@ -87,8 +99,10 @@ export const shapeOnlyWeights: WeightSource = {
 /** Builds the decoder graph; `weights` may be a map of canonical HF tensors, any WeightSource, or absent (shapes only). */
 export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<string, HostTensor> | WeightSource, opts: LlamaGraphOptions = {}): Graph {
   const source = weights === undefined ? shapeOnlyWeights : weights instanceof Map ? initializerWeights(config, weights) : weights as WeightSource;
-  const useCache = opts.cache ?? true;
+  const useCache = (opts.cache ?? true) !== false;
+  const append = opts.cache === 'append';
   const fused = opts.fused ?? false;
+  const gqa = groupQueryAttention(config, opts);
   const c = config;
   const nH = c.numAttentionHeads, kvH = c.numKeyValueHeads, D = c.headDim, rep = nH / kvH;
   const g = opts.builder ?? new GraphBuilder(`${c.modelType}_decoder`);
@@ -123,13 +137,19 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   if (opts.inputsEmbeds && c.tieWordEmbeddings) throw new Error('inputs_embeds: a tied embedding is also the LM head; keep input_ids');
   const input = opts.inputsEmbeds ? g.input(LLAMA_IO.inputsEmbeds, 'f32', ['batch', 'seq', c.hiddenSize]) : g.input(LLAMA_IO.inputIds, 'i64', ['batch', 'seq']);
   const totalDim = useCache ? 'past+seq' : 'seq';
+  const pastDim = append ? 'capacity' : 'past';
   const mask = g.input(LLAMA_IO.attentionMask, 'i64', ['batch', totalDim]);
   const logitsIndex = opts.allPositions ? null : g.input(LLAMA_IO.logitsIndex, 'i64', ['n_logits']);
 
   // Cache indices: keys are 0..total-1, queries total-seq..total-1 (left padding included, as HF's cache_position).
-  const { bias, positions, cos, sin } = g.scope('mask_and_rope', () => {
+  const { bias, positions, cos, sin, pastIdx, seqlensK, totalI32 } = g.scope('mask_and_rope', () => {
     const total = g.squeeze(g.shape(mask, 1, 2), [0]);
     const seq = g.squeeze(g.shape(input, 1, 2), [0]);
+    // The valid part of the past buffers (plain graph), or GroupQueryAttention's lengths: every row spans the whole
+    // mask (left padding is masked by the bias), so seqlens_k is total − 1 for each row.
+    const pastIdx = append && !gqa ? g.range(0, g.sub(total, seq), 1, 'past') : null;
+    const seqlensK = gqa ? g.cast(g.sub(g.reduceSum(g.add(g.mul(mask, 0), 1), [1], false), 1), 'i32') : null;
+    const totalI32 = gqa ? g.cast(total, 'i32') : null;
     const keyIdx = g.range(0, total, 1, totalDim);
     const queryIdx = g.range(g.sub(total, seq), total, 1, 'seq');
     const distance = g.sub(g.unsqueeze(queryIdx, [1]), g.unsqueeze(keyIdx, [0])); // [seq, past+seq]
@@ -141,11 +161,11 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
     // Positions count real tokens only: cumsum(mask) - 1, taken at the query columns.
     const positions = g.gather(g.sub(g.cumSum(mask, 1), 1), queryIdx, 1); // [batch, seq]
     // Left padding has position -1; RotaryEmbedding rejects it (its keys are masked, any position does).
-    if (fused) return { bias, positions: g.where(g.less(positions, 0), 0, positions), cos: null, sin: null };
+    if (fused) return { bias, positions: g.where(g.less(positions, 0), 0, positions), cos: null, sin: null, pastIdx, seqlensK, totalI32 };
     const invFreq = g.constant(ropeInvFreq(D, c.ropeTheta), 'f32');
     const freqs = g.mul(g.unsqueeze(g.cast(positions, 'f32'), [2]), invFreq); // [batch, seq, D/2]
     const angles = g.unsqueeze(g.concat([freqs, freqs], -1), [1]); // [batch, 1, seq, D]
-    return { bias, positions, cos: g.cos(angles), sin: g.sin(angles) };
+    return { bias, positions, cos: g.cos(angles), sin: g.sin(angles), pastIdx, seqlensK, totalI32 };
   });
   // RotaryEmbedding reads cos/sin of each position from tables (rounded like HF's f32 angles).
   const ropeTables = fused ? ropeCaches(g, c) : null;
@@ -157,6 +177,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
     return g.add(g.mul(x, cos!), g.mul(g.concat([g.neg(x2), x1], -1), sin!));
   });
   const heads = (x: Tensor, n: number) => g.transpose(g.reshape(x, [0, 0, n, D]), [0, 2, 1, 3]); // [batch, n, seq, D]
+  const gqaBias = gqa ? g.squeeze(bias, [1]) : null; // [batch, 1, seq, past+seq]
 
   const embedName = 'model.embed_tokens.weight';
   const embedTable = () => (!c.tieWordEmbeddings && source.embedding ? source.embedding(g, embedName, shapes.get(embedName)!) : weight(embedName));
@@ -167,15 +188,31 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
     g.scope(`layers.${i}`, () => {
       const attn = g.scope('attn', () => {
         const [qx, kx, vx] = linears(x, ['q', 'k', 'v'].map((m) => `${p}self_attn.${m}_proj.weight`));
+        if (gqa) {
+          // RoPE on [batch, seq, heads·D] rows, then one kernel for scores, mask, softmax and context over past + new.
+          const q = rope(qx), k = rope(kx);
+          const past = (name: string) => g.input(name, 'f32', ['batch', kvH, pastDim, D]);
+          const [ctx] = g.opMulti('GroupQueryAttention',
+            [q, k, vx, past(LLAMA_IO.pastKey(i)), past(LLAMA_IO.pastValue(i)), seqlensK!, totalI32!, gqaBias!],
+            { num_heads: nH, kv_num_heads: kvH, totalDim });
+          g.output(LLAMA_IO.newKey(i), k);
+          g.output(LLAMA_IO.newValue(i), vx);
+          return linear(ctx, p + 'self_attn.o_proj.weight');
+        }
         const q = rope(heads(qx, nH));
         const k = rope(heads(kx, kvH));
         const v = heads(vx, kvH);
         let keys = k, values = v;
         if (useCache) {
-          keys = g.concat([g.input(LLAMA_IO.pastKey(i), 'f32', ['batch', kvH, 'past', D]), k], 2);
-          values = g.concat([g.input(LLAMA_IO.pastValue(i), 'f32', ['batch', kvH, 'past', D]), v], 2);
-          g.output(LLAMA_IO.presentKey(i), keys);
-          g.output(LLAMA_IO.presentValue(i), values);
+          const past = (name: string) => {
+            const buffer = g.input(name, 'f32', ['batch', kvH, pastDim, D]);
+            return pastIdx ? g.gather(buffer, pastIdx, 2) : buffer;
+          };
+          keys = g.concat([past(LLAMA_IO.pastKey(i)), k], 2);
+          values = g.concat([past(LLAMA_IO.pastValue(i)), v], 2);
+          const rows = (x: Tensor) => g.reshape(g.transpose(x, [0, 2, 1, 3]), [0, 0, kvH * D]); // [batch, seq, kvH·D]
+          g.output(append ? LLAMA_IO.newKey(i) : LLAMA_IO.presentKey(i), append ? rows(k) : keys);
+          g.output(append ? LLAMA_IO.newValue(i) : LLAMA_IO.presentValue(i), append ? rows(v) : values);
         }
         // Grouped-query attention without repeating K/V: queries grouped per kv head, K/V broadcast over the group.
         const qg = g.reshape(g.mul(q, 1 / Math.sqrt(D)), [0, kvH, rep, -1, D]); // [batch, kvH, rep, seq, D]
@@ -206,6 +243,11 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   });
   g.output(LLAMA_IO.logits, logits);
   return g.graph;
+}
+
+/** Whether the graph attends with GroupQueryAttention (ORT's kernel wants head sizes that are multiples of 8). */
+export function groupQueryAttention(c: LlamaConfig, opts: LlamaGraphOptions): boolean {
+  return (opts.fused ?? false) && opts.cache === 'append' && c.headDim % 8 === 0;
 }
 
 /** cos/sin tables [maxPositionEmbeddings, headDim/2] for RotaryEmbedding: cos(f32(position · invFreq)) as HF computes them. */

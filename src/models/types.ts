@@ -16,6 +16,8 @@ export interface ForwardArgs {
   cache?: KVCache;
   /** true: logits for every position [B, S, V]; false (default): only the last position [B, 1, V]. */
   allLogits?: boolean;
+  /** Positions (past + new + still to come) the returned cache should hold without reallocating, e.g. prompt + max new tokens. */
+  reserve?: number;
 }
 
 export interface ForwardResult {
