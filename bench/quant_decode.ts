@@ -4,7 +4,7 @@
  * random weights and the Mistral tokenizer, written by this script as a Q4_0 GGUF (every Linear Q4_0, output Q8_0, embedding Q4_0).
  * slimlm runs the same Q4_0/Q8_0 blocks in MatMulNBits (accuracy_level 4) without requantizing (src/models/quantizedGGUF.ts).
  * Prompt processing and decode are timed separately, at 1 and 2 threads, each engine in its own child process;
- * the memory-bandwidth bound (ORT summing a 512 MiB buffer, same threads) gives tokens/s ≤ bandwidth / bytes per token,
+ * the memory-bandwidth bound (ORT's row sums over a 512 MiB buffer, same threads) gives tokens/s ≤ bandwidth / bytes per token,
  * where bytes per token are the Linear weights (LM head included) in the format each engine executes: llama.cpp's Q4_0/Q8_0
  * blocks (fp16 scales), MatMulNBits' pre-packed blocks (data + f32 scale + f32 block sum); norms and the embedding row are left out.
  * slimlm runs twice: its default graph (ORT's fused kernels: RMSNorm, RoPE, joined q/k/v and gate/up GEMVs) and the
@@ -22,11 +22,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { GraphBuilder, toOnnxBytes } from '../src/graph/index.js';
-import { writeLlamaGGUF } from '../src/models/checkpoint.js';
+import { GGUFFile } from '../src/formats/gguf.js';
+import { hfToGGUFName, writeLlamaGGUF } from '../src/models/checkpoint.js';
 import { expectedTensors, type LlamaConfig } from '../src/models/config.js';
 import { linearNames } from '../src/models/quantizedCheckpoint.js';
 import { loadModel } from '../src/models/quantizedModel.js';
-import { quantizeGGML } from '../src/quantize/ggml.js';
+import { LLAMA_FTYPES, llamaCppTensorType, quantizeGGML } from '../src/quantize/ggml.js';
 import { feeds, Session } from '../src/runtime/index.js';
 import { generate } from '../src/generate/index.js';
 import { ggufTokenizerMetadata } from '../src/models/export.js';
@@ -40,7 +41,8 @@ const TINYLLAMA: LlamaConfig = {
   tieWordEmbeddings: false, bosTokenId: 1, eosTokenId: 2, padTokenId: null,
 };
 
-async function writeModel(file: string): Promise<void> {
+/** The seeded random model as a GGUF: Q4_0 (Q8_0 output), or llama-quantize's Q4_K_M recipe from the same f32 weights. */
+async function writeModel(file: string, ftype: 'q4_0' | 'q4_k_m'): Promise<void> {
   const tokenizer = await loadTokenizer(path.join(root, '../shared/tokenizers/mistral-7b-v0.1/tokenizer.model'));
   let s = 12345;
   const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.04;
@@ -51,14 +53,27 @@ async function writeModel(file: string): Promise<void> {
     const v = new Float32Array(dims.reduce((a, b) => a * b, 1));
     if (name.endsWith('norm.weight')) v.fill(1); else for (let i = 0; i < v.length; i++) v[i] = rand();
     return { dtype: 'f32', shape: dims, data: new Uint8Array(v.buffer) };
-  }, { type: (name) => (name === 'lm_head.weight' ? 'Q8_0' : 'Q4_0'), fileType: 2, encode: quantizeGGML, name: 'tinyllama-shaped-random', metadata: ggufTokenizerMetadata(tokenizer) });
+  }, {
+    type: ftype === 'q4_0' ? (name) => (name === 'lm_head.weight' ? 'Q8_0' : 'Q4_0')
+      : (name, shape) => llamaCppTensorType('q4_k_m', hfToGGUFName(name)!, shape, TINYLLAMA.numHiddenLayers, false),
+    fileType: LLAMA_FTYPES[ftype].id, encode: quantizeGGML, name: 'tinyllama-shaped-random', metadata: ggufTokenizerMetadata(tokenizer),
+  });
   process.stderr.write(`wrote ${file} (${(statSync(file).size / 2 ** 20).toFixed(0)} MiB) in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
 }
 
+/** Bytes of a GGUF's 2-D tensors other than the token embedding (one row of it is read per token). */
+function ggufLinearBytes(path: string): number {
+  const g = GGUFFile.open(path);
+  try {
+    return g.tensors.filter((t) => t.name !== 'token_embd.weight' && t.shape.length === 2).reduce((n, t) => n + t.byteSize, 0);
+  } finally { g.close(); }
+}
+
 async function bandwidth(threads: number): Promise<number> {
-  const n = 128 * 1024 * 1024;
+  // Row sums of [8192, n/8192]: ORT splits rows over its threads (a 1-D sum runs on one thread, half the 2-thread bandwidth).
+  const n = 128 * 1024 * 1024, rows = 8192;
   const g = new GraphBuilder('bandwidth');
-  g.output('sum', g.reduceSum(g.input('x', 'f32', [n]), [0], false));
+  g.output('sum', g.reduceSum(g.reshape(g.input('x', 'f32', [n]), [rows, n / rows]), [1], false));
   const session = await Session.create(toOnnxBytes(g.graph), { threads });
   const feed = { x: feeds.f32(new Float32Array(n).fill(1), [n]) };
   let best = Infinity;
@@ -104,10 +119,11 @@ async function runLlamaCpp(file: string, threads: number, prompt: number, tokens
 const { values } = parseArgs({ options: {
   prompt: { type: 'string', default: '64' }, tokens: { type: 'string', default: '64' }, threads: { type: 'string', default: '1,2' },
   file: { type: 'string', default: path.join(root, 'bench/out/tinyllama-q4_0.gguf') }, one: { type: 'string' },
+  'kquant-file': { type: 'string', default: path.join(root, 'bench/out/tinyllama-q4_k_m.gguf') },
   rounds: { type: 'string', default: '3' }, 'int4-blocks': { type: 'string', default: '' },
 } });
 const int4Blocks = values['int4-blocks']!.split(',').filter(Boolean).map(Number);
-const prompt = Number(values.prompt), tokens = Number(values.tokens), file = values.file!;
+const prompt = Number(values.prompt), tokens = Number(values.tokens), file = values.file!, kFile = values['kquant-file']!;
 
 if (values.one) {
   const [engine, t] = values.one.split(':');
@@ -115,20 +131,24 @@ if (values.one) {
     : engine === 'slimlm-plain' ? await runSlimlm(file, Number(t), prompt, tokens, false)
     : engine.startsWith('slimlm-int4-b') ? await runSlimlm(file, Number(t), prompt, tokens, true, Number(engine.slice('slimlm-int4-b'.length)))
     : engine === 'llama.cpp' ? await runLlamaCpp(file, Number(t), prompt, tokens)
+    : engine === 'llama.cpp-q4_k_m' ? await runLlamaCpp(kFile, Number(t), prompt, tokens)
     : { bandwidthGBs: await bandwidth(Number(t)) };
   process.stdout.write(JSON.stringify(r) + '\n');
 } else {
-  if (!existsSync(file)) { mkdirSync(path.dirname(file), { recursive: true }); await writeModel(file); }
+  for (const [f, ftype] of [[file, 'q4_0'], [kFile, 'q4_k_m']] as const) {
+    if (!existsSync(f)) { mkdirSync(path.dirname(f), { recursive: true }); await writeModel(f, ftype); }
+  }
   // Bytes per decoded token: each Linear [N, K] read once in its executed format.
   const linears = linearNames(TINYLLAMA).map((n) => ({ head: n === 'lm_head.weight', shape: expectedTensors(TINYLLAMA).get(n)! }));
   const perToken = (bytes: (head: boolean, N: number, K: number) => number) => linears.reduce((sum, l) => sum + bytes(l.head, l.shape[0], l.shape[1]), 0);
   const ggml = perToken((head, N, K) => (N * K * (head ? 34 : 18)) / 32); // Q8_0 head, Q4_0 elsewhere
+  const kQuant = ggufLinearBytes(kFile);
   // ORT pre-packs MatMulNBits blocks for its int8-compute kernel with an f32 scale and an f32 block sum each.
   const nbits = (block: number) => perToken((head, N, K) => (head ? N * K + (8 * N * K) / 32 : N * K / 2 + (8 * N * K) / block));
-  const rows: string[] = ['| threads | engine | prompt tok/s | decode tok/s | decode vs llama.cpp | weights per token → bound tok/s | % of bound | peak RSS MiB |', '|---|---|---|---|---|---|---|---|'];
+  const rows: string[] = ['| threads | engine | prompt tok/s | decode tok/s | decode vs llama.cpp Q4_0 / Q4_K_M | weights per token → bound tok/s | % of bound | peak RSS MiB |', '|---|---|---|---|---|---|---|---|'];
   for (const t of values.threads!.split(',').map(Number)) {
     const child = (what: string) => {
-      const p = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--one', `${what}:${t}`, '--file', file, '--prompt', String(prompt), '--tokens', String(tokens)], { encoding: 'utf8', cwd: root });
+      const p = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--one', `${what}:${t}`, '--file', file, '--kquant-file', kFile, '--prompt', String(prompt), '--tokens', String(tokens)], { encoding: 'utf8', cwd: root });
       if (p.status !== 0) throw new Error(`${what}: ${p.stderr}`);
       return JSON.parse(p.stdout.trim().split('\n').pop()!);
     };
@@ -137,20 +157,21 @@ if (values.one) {
     let bw = 0;
     for (let round = 0; round < Number(values.rounds); round++) {
       bw = Math.max(bw, child('bandwidth').bandwidthGBs as number);
-      for (const engine of ['llama.cpp', 'slimlm-plain', 'slimlm', ...int4Blocks.map((b) => `slimlm-int4-b${b}`)]) {
+      for (const engine of ['llama.cpp', 'llama.cpp-q4_k_m', 'slimlm-plain', 'slimlm', ...int4Blocks.map((b) => `slimlm-int4-b${b}`)]) {
         const r = child(engine) as Run;
         const b = best[engine];
         best[engine] = b ? { promptTokS: Math.max(b.promptTokS, r.promptTokS), decodeTokS: Math.max(b.decodeTokS, r.decodeTokS), peakRssMiB: Math.max(b.peakRssMiB, r.peakRssMiB) } : r;
         process.stderr.write(`  threads ${t} round ${round + 1}: ${engine} prompt ${r.promptTokS.toFixed(1)} decode ${r.decodeTokS.toFixed(2)} tok/s\n`);
       }
     }
-    const lc = best['llama.cpp'];
-    const named: [string, Run, number][] = [['llama.cpp Q4_0', lc, ggml], ['slimlm, plain graph, same Q4_0 blocks', best['slimlm-plain'], nbits(32)],
+    const lc = best['llama.cpp'], lk = best['llama.cpp-q4_k_m'];
+    const named: [string, Run, number][] = [['llama.cpp Q4_0', lc, ggml], ['llama.cpp Q4_K_M (same f32 weights)', lk, kQuant],
+      ['slimlm, plain graph, same Q4_0 blocks', best['slimlm-plain'], nbits(32)],
       ['slimlm, fused graph, same Q4_0 blocks', best.slimlm, nbits(32)],
       ...int4Blocks.map((b): [string, Run, number] => [`slimlm int4 blocks of ${b} (re-quantized from the same weights)`, best[`slimlm-int4-b${b}`], nbits(b)])];
     for (const [name, r, bytes] of named) {
       const bound = (bw * 1e9) / bytes;
-      rows.push(`| ${t} | ${name} | ${r.promptTokS.toFixed(1)} | ${r.decodeTokS.toFixed(2)} | ${(r.decodeTokS / lc.decodeTokS).toFixed(2)}× | ${(bytes / 2 ** 20).toFixed(0)} MiB → ${bound.toFixed(1)} | ${(100 * r.decodeTokS / bound).toFixed(0)} % | ${r.peakRssMiB.toFixed(0)} |`);
+      rows.push(`| ${t} | ${name} | ${r.promptTokS.toFixed(1)} | ${r.decodeTokS.toFixed(2)} | ${(r.decodeTokS / lc.decodeTokS).toFixed(2)}× / ${(r.decodeTokS / lk.decodeTokS).toFixed(2)}× | ${(bytes / 2 ** 20).toFixed(0)} MiB → ${bound.toFixed(1)} | ${(100 * r.decodeTokS / bound).toFixed(0)} % | ${r.peakRssMiB.toFixed(0)} |`);
     }
     rows.push(`| ${t} | bandwidth: ${bw.toFixed(1)} GB/s (ORT, ${t} thread${t > 1 ? 's' : ''}) | | | | | | |`);
   }
