@@ -2,6 +2,15 @@ import type { OrtTensor } from '../runtime/index.js';
 import { ort } from '../runtime/index.js';
 import type { KVCache } from './types.js';
 
+/** A [rows, capacity, dim] view of a buffer whose rows are (batch, head) pairs. */
+interface Rows { data: Float32Array; capacity: number }
+
+/** Positions [from, from + count) of row `r` of `src` into row `r2` of `dst`, starting at position `at`. */
+function copyPositions(src: Rows, r: number, from: number, dst: Rows, r2: number, at: number, count: number, dim: number): void {
+  const start = (r * src.capacity + from) * dim;
+  dst.data.set(src.data.subarray(start, start + count * dim), (r2 * dst.capacity + at) * dim);
+}
+
 /**
  * Per-layer key and value buffers [batch, kvHeads, capacity, headDim] that forward calls append to. `frontier` is how
  * many positions have been written: a cache whose length is the frontier may append in place; an older cache of the
@@ -20,12 +29,10 @@ class KVStore {
 
   /** A store of `capacity` holding the first `length` positions of this one. */
   copy(length: number, capacity: number): KVStore {
-    const move = (src: Float32Array) => {
-      const out = new Float32Array(this.batch * this.heads * capacity * this.dim);
-      for (let r = 0; r < this.batch * this.heads; r++) {
-        out.set(src.subarray(r * this.capacity * this.dim, (r * this.capacity + length) * this.dim), r * capacity * this.dim);
-      }
-      return out;
+    const move = (data: Float32Array) => {
+      const out = { data: new Float32Array(this.batch * this.heads * capacity * this.dim), capacity };
+      for (let r = 0; r < this.batch * this.heads; r++) copyPositions({ data, capacity: this.capacity }, r, 0, out, r, 0, length, this.dim);
+      return out.data;
     };
     return new KVStore(this.keys.map(move), this.values.map(move), this.batch, this.heads, this.dim, capacity, length);
   }
@@ -113,15 +120,12 @@ export class LlamaKVCache implements KVCache {
     while (dropPadding && drop < this.length && mask.every((m) => m[drop] === 0)) drop++;
     const { heads, dim, capacity } = this.store;
     const keep = this.length - drop;
-    const pick = (src: Float32Array) => {
-      const out = new Float32Array(rows.length * heads * keep * dim);
+    const pick = (data: Float32Array) => {
+      const out = { data: new Float32Array(rows.length * heads * keep * dim), capacity: keep };
       rows.forEach((r, i) => {
-        for (let h = 0; h < heads; h++) {
-          const from = ((r * heads + h) * capacity + drop) * dim;
-          out.set(src.subarray(from, from + keep * dim), (i * heads + h) * keep * dim);
-        }
+        for (let h = 0; h < heads; h++) copyPositions({ data, capacity }, r * heads + h, drop, out, i * heads + h, 0, keep, dim);
       });
-      return out;
+      return out.data;
     };
     const store = new KVStore(this.store.keys.map(pick), this.store.values.map(pick), rows.length, heads, dim, keep, keep);
     return new LlamaKVCache(this.owner, store, mask.map((m) => m.slice(drop)));
@@ -139,19 +143,15 @@ export class LlamaKVCache implements KVCache {
     const batch = caches.reduce((n, c) => n + c.batchSize, 0);
     const { heads, dim } = caches[0].store;
     const join = (which: 'keys' | 'values') => caches[0].store[which].map((_, layer) => {
-      const out = new Float32Array(batch * heads * length * dim);
+      const out = { data: new Float32Array(batch * heads * length * dim), capacity: length };
       let row = 0;
       for (const c of caches) {
-        const { capacity } = c.store;
-        const src = c.store[which][layer];
+        const src = { data: c.store[which][layer], capacity: c.store.capacity };
         for (let r = 0; r < c.batchSize; r++, row++) {
-          for (let h = 0; h < heads; h++) {
-            const from = (r * heads + h) * capacity * dim;
-            out.set(src.subarray(from, from + c.length * dim), ((row * heads + h) * length + length - c.length) * dim);
-          }
+          for (let h = 0; h < heads; h++) copyPositions(src, r * heads + h, 0, out, row * heads + h, length - c.length, c.length, dim);
         }
       }
-      return out;
+      return out.data;
     });
     const mask = caches.flatMap((c) => c.mask.map((m) => [...new Array<number>(length - m.length).fill(0), ...m]));
     return new LlamaKVCache(owner, new KVStore(join('keys'), join('values'), batch, heads, dim, length, length), mask);
