@@ -144,7 +144,8 @@ if (values.one) {
   const ggml = perToken((head, N, K) => (N * K * (head ? 34 : 18)) / 32); // Q8_0 head, Q4_0 elsewhere
   const kQuant = ggufLinearBytes(kFile);
   // ORT pre-packs MatMulNBits blocks for its int8-compute kernel with an f32 scale and an f32 block sum each.
-  const nbits = (block: number) => perToken((head, N, K) => (head ? N * K + (8 * N * K) / 32 : N * K / 2 + (8 * N * K) / block));
+  // The LM head is 8-bit: Q8_0's blocks of 32 for the GGUF rows, the recipe's block size for slimlm's own int4 rows.
+  const nbits = (block: number, headBlock: number) => perToken((head, N, K) => (head ? N * K + (8 * N * K) / headBlock : N * K / 2 + (8 * N * K) / block));
   const rows: string[] = ['| threads | engine | prompt tok/s | decode tok/s | decode vs llama.cpp Q4_0 / Q4_K_M | weights per token → bound tok/s | % of bound | peak RSS MiB |', '|---|---|---|---|---|---|---|---|'];
   for (const t of values.threads!.split(',').map(Number)) {
     const child = (what: string) => {
@@ -166,9 +167,9 @@ if (values.one) {
     }
     const lc = best['llama.cpp'], lk = best['llama.cpp-q4_k_m'];
     const named: [string, Run, number][] = [['llama.cpp Q4_0', lc, ggml], ['llama.cpp Q4_K_M (same f32 weights)', lk, kQuant],
-      ['slimlm, plain graph, same Q4_0 blocks', best['slimlm-plain'], nbits(32)],
-      ['slimlm, fused graph, same Q4_0 blocks', best.slimlm, nbits(32)],
-      ...int4Blocks.map((b): [string, Run, number] => [`slimlm int4 blocks of ${b} (re-quantized from the same weights)`, best[`slimlm-int4-b${b}`], nbits(b)])];
+      ['slimlm, plain graph, same Q4_0 blocks', best['slimlm-plain'], nbits(32, 32)],
+      ['slimlm, fused graph, same Q4_0 blocks', best.slimlm, nbits(32, 32)],
+      ...int4Blocks.map((b): [string, Run, number] => [`slimlm int4 blocks of ${b} (re-quantized from the same weights)`, best[`slimlm-int4-b${b}`], nbits(b, b)])];
     for (const [name, r, bytes] of named) {
       const bound = (bw * 1e9) / bytes;
       rows.push(`| ${t} | ${name} | ${r.promptTokS.toFixed(1)} | ${r.decodeTokS.toFixed(2)} | ${(r.decodeTokS / lc.decodeTokS).toFixed(2)}× / ${(r.decodeTokS / lk.decodeTokS).toFixed(2)}× | ${(bytes / 2 ** 20).toFixed(0)} MiB → ${bound.toFixed(1)} | ${(100 * r.decodeTokS / bound).toFixed(0)} % | ${r.peakRssMiB.toFixed(0)} |`);

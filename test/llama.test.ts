@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { HostTensor } from '../src/formats/tensor.js';
 import { floatToBf16, floatToHalf, halfToFloat } from '../src/graph/index.js';
 import type { LlamaConfig } from '../src/models/config.js';
-import { createLlamaModel, LlamaModel, WeightError, type LlamaKVCache } from '../src/models/llama.js';
+import { createLlamaModel, LlamaModel, PREFILL_CHUNK, WeightError, type LlamaKVCache } from '../src/models/llama.js';
 import { maxAbsDiff, randomWeights, referenceLogits, rng, tinyConfig } from './llama-reference.js';
 
 const TOL = 1e-4;
@@ -47,9 +47,26 @@ test('sliding window shorter than the sequence changes logits and matches the re
   assert.ok(maxAbsDiff(ref.slice(3).flat(), unwindowed.slice(3).flat()) > 1e-2);
 });
 
-// Both attention paths: GroupQueryAttention (fused) and plain ops.
+test('inputs longer than PREFILL_CHUNK run in chunks: the reference logits at every position (left padding, sliding window), then decoding goes on', async () => {
+  const c = tinyConfig({ maxPositionEmbeddings: 1024, slidingWindow: 300 });
+  const w = randomWeights(c, 11);
+  const n = 2 * PREFILL_CHUNK + 37, pad = 40;
+  const a = randomIds(n, c.vocabSize, 12), b = randomIds(n - pad, c.vocabSize, 13);
+  const mask = [Array(n).fill(1), [...Array(pad).fill(0), ...Array(n - pad).fill(1)]];
+  await withModel(c, w, async (m) => {
+    const r = await m.forward({ inputIds: [a, [...Array(pad).fill(0), ...b]], attentionMask: mask, allLogits: true });
+    assert.deepEqual(r.dims, [2, n, c.vocabSize]);
+    assert.ok(maxAbsDiff(rows(r.logits, r.dims, 0), referenceLogits(c, w, a).flat()) < TOL);
+    assert.ok(maxAbsDiff(rows(r.logits, r.dims, 1).subarray(pad * c.vocabSize), referenceLogits(c, w, b).flat()) < TOL);
+    const next = await m.forward({ inputIds: [[5], [6]], cache: r.cache });
+    assert.ok(maxAbsDiff(rows(next.logits, next.dims, 0), referenceLogits(c, w, [...a, 5])[n]) < TOL);
+    assert.ok(maxAbsDiff(rows(next.logits, next.dims, 1), referenceLogits(c, w, [...b, 6])[n - pad]) < TOL);
+  });
+});
+
+// Both attention paths: grouped over the buffers (fused) and plain ops (gathered past + concat).
 for (const fused of [true, false]) {
-const kind = fused ? 'GroupQueryAttention' : 'plain attention';
+const kind = fused ? 'grouped attention' : 'plain attention';
 
 test(`incremental decoding with the KV cache equals the full forward (sliding window crossed; ${kind})`, async () => {
   const c = tinyConfig({ slidingWindow: 4 });
@@ -112,7 +129,7 @@ test(`left-padded batch rows equal each row alone, through prefill, decoding, ch
       const p = prompts[b].length;
       assert.ok(maxAbsDiff(rows(after.logits, after.dims, i), singles[b].logits.subarray((p + 1) * V, (p + 2) * V)) < TOL, `selected row ${b}`);
     });
-    // Two new tokens per row over a past (GroupQueryAttention runs such a batch row by row).
+    // Two new tokens per row over a past.
     const chunk = await m.forward({ inputIds: [next[2].slice(2), next[0].slice(2)], cache: after.cache, allLogits: true });
     assert.equal(chunk.cache.length, after.cache.length + 2);
     [2, 0].forEach((b, i) => {

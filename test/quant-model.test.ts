@@ -15,7 +15,7 @@ import { buildLlamaGraph } from '../src/models/llamaGraph.js';
 import { createLlamaModel } from '../src/models/llama.js';
 import { loadModel } from '../src/models/quantizedModel.js';
 import { evaluatePerplexity, klDivergence, logSoftmax } from '../src/eval/perplexity.js';
-import type { LinearQuantType } from '../src/quantize/recipe.js';
+import { recipeLayout, type LinearQuantType } from '../src/quantize/recipe.js';
 import { loadTokenizer } from '../src/tokenizers/index.js';
 import type { CausalLM } from '../src/models/types.js';
 
@@ -192,4 +192,13 @@ test('an untied embedding of a quantized folder is read as rows from the file (i
   } finally {
     q.close();
   }
+});
+
+test('recipe: the int8 LM head takes the recipe\'s block size, blocks of 32 where its rows are not whole blocks', () => {
+  const int4 = (blockSize?: number) => ({ type: 'int4' as const, blockSize });
+  assert.deepEqual(recipeLayout(int4(), 'lm_head.weight', 2048), { kind: 'nbits', bits: 8, blockSize: 32, symmetric: true });
+  assert.deepEqual(recipeLayout(int4(256), 'lm_head.weight', 4096), { kind: 'nbits', bits: 8, blockSize: 256, symmetric: true });
+  assert.deepEqual(recipeLayout(int4(256), 'lm_head.weight', 288), { kind: 'nbits', bits: 8, blockSize: 32, symmetric: true });
+  assert.deepEqual(recipeLayout(int4(256), 'model.layers.0.mlp.up_proj.weight', 288), { kind: 'float' });
+  assert.deepEqual(recipeLayout({ ...int4(256), lmHead: 'same' }, 'lm_head.weight', 4096), { kind: 'nbits', bits: 4, blockSize: 256, symmetric: true });
 });

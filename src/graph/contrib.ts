@@ -9,10 +9,6 @@
  *  - SimplifiedLayerNormalization (ai.onnx domain in ORT) = RMSNorm: x / sqrt(mean(x²) + epsilon) · scale, over the last axis.
  *  - SkipSimplifiedLayerNormalization: the same on input + skip; outputs [normed, mean, inv_std_var, input + skip].
  *  - RotaryEmbedding: RoPE from position_ids and cos/sin caches [max_pos, D/2]; interleaved 0 = rotate-half (HF).
- *  - GroupQueryAttention: causal attention of query [B, S, H·D] over past keys/values [B, kvH, P, D] (BNSH) plus key/value
- *    [B, S, kvH·D]; seqlens_k i32 [B] (total length − 1 per row), total_sequence_length i32 scalar, optional attention_bias
- *    [B|1, 1|H, S, T]. Outputs [B, S, H·D] and present keys/values [B, kvH, T, D]; when past and present are the same
- *    buffer ([B, kvH, max, D]) the new keys/values are written into it in place.
  */
 import { isFloat } from './dtypes.js';
 import { fail, type Dim } from './ir.js';
@@ -23,7 +19,7 @@ export const MS_DOMAIN = 'com.microsoft';
 /** Op name → ONNX domain, for ops outside the default domain. */
 export const OP_DOMAINS: ReadonlyMap<string, string> = new Map([
   ['MatMulNBits', MS_DOMAIN], ['MatMulBnb4', MS_DOMAIN], ['DynamicQuantizeMatMul', MS_DOMAIN],
-  ['SkipSimplifiedLayerNormalization', MS_DOMAIN], ['RotaryEmbedding', MS_DOMAIN], ['GroupQueryAttention', MS_DOMAIN],
+  ['SkipSimplifiedLayerNormalization', MS_DOMAIN], ['RotaryEmbedding', MS_DOMAIN],
 ]);
 
 const intAttr = (v: unknown, key: string): number => {
@@ -64,12 +60,4 @@ Object.assign(OPS, {
     },
   },
   RotaryEmbedding: { arity: 4, infer: ([x]) => [{ dtype: x.dtype, shape: [...x.shape] }] },
-  GroupQueryAttention: {
-    arity: [7, 8],
-    infer: ([q, , , past], attrs) => {
-      const total = (attrs.totalDim ?? 'total') as Dim;
-      const present = { dtype: past.dtype, shape: [past.shape[0], past.shape[1], total, past.shape[3]] };
-      return [{ dtype: q.dtype, shape: [...q.shape] }, present, present];
-    },
-  },
 } satisfies Record<string, OpDef>);

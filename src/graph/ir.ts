@@ -9,7 +9,7 @@ export class GraphError extends Error {
 }
 
 /** Attribute values are plain JSON so graphs can be inspected, hashed and transformed (e.g. by autodiff later). */
-export type AttrValue = number | string | boolean | readonly number[] | null;
+export type AttrValue = number | string | boolean | readonly number[] | readonly Dim[] | null;
 export type Attrs = Readonly<Record<string, AttrValue>>;
 
 /**

@@ -142,6 +142,7 @@ function lowerNode(node: Node, ins: string[], outs: string[], ctx: LowerCtx): vo
   const emit = (opType: string, inputs = ins, attribute: IAttr[] = [], domain = '') => ctx.emit(opType, inputs, outs, attribute, node.name, domain);
   switch (node.op) {
     case 'Reshape': return emit('Reshape', [ins[0], ctx.constI64(ints('shape'))]);
+    case 'ReshapeTo': return emit('Reshape');
     case 'Expand': return emit('Expand', [ins[0], ctx.constI64(ints('shape'))]);
     case 'Unsqueeze': case 'Squeeze': return emit(node.op, [ins[0], ctx.constI64(ints('axes'))]);
     case 'ReduceSum': case 'ReduceMean': case 'ReduceMax': case 'ReduceSumSquare':
@@ -166,11 +167,6 @@ function lowerNode(node: Node, ins: string[], outs: string[], ctx: LowerCtx): vo
       if (ctx.ms) return emit('FusedMatMul', ins, [attr('transB', 1)], 'com.microsoft');
       return lowerTransposedMatMul(node, ins, outs, ctx);
     case 'Pad': return emit('Pad', [ins[0], ctx.constI64(ints('pads'))]);
-    case 'GroupQueryAttention': {
-      // Inputs 7..9 (cos_cache, sin_cache, position_ids) stay absent; the 8th IR input is attention_bias (ONNX slot 10).
-      const { totalDim: _, ...rest } = a;
-      return emit(node.op, ins.length > 7 ? [...ins.slice(0, 7), '', '', '', ins[7]] : ins, genericAttrs(rest), 'com.microsoft');
-    }
     case 'ZerosLike': case 'ReshapeLike': case 'ExpandLike': {
       const shape = `${outs[0]}_shape`;
       ctx.emit('Shape', [ins[node.op === 'ZerosLike' ? 0 : 1]], [shape], [], `${node.name}_shape`);
@@ -202,7 +198,8 @@ function genericAttrs(attrs: Readonly<Record<string, AttrValue>>): IAttr[] {
     if (typeof v === 'boolean') out.push(attr(k, v ? 1 : 0));
     else if (typeof v === 'number') out.push(attr(k, v, Number.isInteger(v) ? 'int' : 'float'));
     else if (typeof v === 'string') out.push(attr(k, v));
-    else out.push(attr(k, [...v]));
+    else if (v.every((x) => typeof x === 'number')) out.push(attr(k, [...v] as number[]));
+    else throw new GraphError(`attribute '${k}' [${v}] names dims: only the IR reads it`);
   }
   return out;
 }

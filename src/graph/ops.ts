@@ -166,14 +166,18 @@ export const OPS: Record<string, OpDef> = {
       return [{ dtype: x.dtype, shape: x.shape.filter((_, i) => !axes.has(i)) }];
     },
   },
-  /** `pieces` pieces of x along `axis` with run-time sizes `split` (i64 [pieces], zeros allowed), sized `${dim}${i}`. */
+  /**
+   * `pieces` pieces of x along `axis` with run-time sizes `split` (i64 [pieces], zeros allowed), sized `${dim}${i}`,
+   * or named by `dims` (one name each) where the caller knows them.
+   */
   Split: {
     arity: 2,
     infer: ([x, sizes], attrs) => {
       need(sizes.dtype === 'i64' && sizes.rank === 1, `split sizes must be i64 [n], got ${sizes}`);
       const axis = normAxis(int(attrs, 'axis'), x.rank), pieces = int(attrs, 'pieces');
-      need(pieces > 0 && typeof attrs.dim === 'string', 'needs pieces > 0 and a dim name');
-      return Array.from({ length: pieces }, (_, p) => ({ dtype: x.dtype, shape: x.shape.map((s, i) => (i === axis ? `${attrs.dim}${p}` : s)) }));
+      const dims = attrs.dims as Dim[] | undefined;
+      need(pieces > 0 && (dims ? dims.length === pieces : typeof attrs.dim === 'string'), 'needs pieces > 0 and a dim name (or one per piece)');
+      return Array.from({ length: pieces }, (_, p) => ({ dtype: x.dtype, shape: x.shape.map((s, i) => (i === axis ? dims?.[p] ?? `${attrs.dim}${p}` : s)) }));
     },
   },
   Concat: {
@@ -273,6 +277,15 @@ function TRAINING_OPS(): Record<string, OpDef> {
     },
     /** Zeros of `like`'s run-time shape (Shape + ConstantOfShape). */
     ZerosLike: { arity: 1, infer: ([like]) => same(like) },
+    /** x reshaped to the run-time shape `shape` (i64 [rank]), whose dims the caller names in `dims`. */
+    ReshapeTo: {
+      arity: 2,
+      infer: ([x, shape], attrs) => {
+        const dims = attrs.dims as Dim[];
+        need(shape.dtype === 'i64' && shape.rank === 1 && Array.isArray(dims) && shape.shape[0] === dims.length, `shape must be i64 [${dims?.length}], got ${shape}`);
+        return [{ dtype: x.dtype, shape: [...dims] }];
+      },
+    },
     /** x reshaped to `like`'s run-time shape. */
     ReshapeLike: { arity: 2, infer: ([x, like]) => [{ dtype: x.dtype, shape: [...like.shape] }] },
     /** x broadcast to `like`'s run-time shape. */

@@ -79,7 +79,7 @@ export class LlamaKVCache implements KVCache {
     }
     // Claimed now, so a second step from this cache (even a concurrent one) copies instead of overwriting.
     store.frontier = need;
-    // A first step sees no past at all (ORT's GroupQueryAttention treats any past buffer as a past context).
+    // A first step sees empty buffers: attention then spans only the new tokens, not the reserved room.
     const fed = past ? store : new KVStore(store.keys.map(() => new Float32Array(0)), store.values.map(() => new Float32Array(0)), store.batch, store.heads, store.dim, 0, 0);
     return {
       keys: fed.tensors('keys'),
@@ -108,16 +108,16 @@ export class LlamaKVCache implements KVCache {
   /**
    * Keep batch rows `rows` (in that order; repeats allowed). Columns that are padding in every kept row are
    * dropped from the front: positions count real tokens and the sliding window depends on index differences, so
-   * results do not change. `dropPadding` false keeps every column (the cache keeps its length).
+   * results do not change.
    */
-  selectRows(rows: readonly number[], dropPadding = true): LlamaKVCache {
+  selectRows(rows: readonly number[]): LlamaKVCache {
     if (!rows.length) throw new RangeError('selectCacheRows: rows is empty');
     for (const r of rows) {
       if (!Number.isInteger(r) || r < 0 || r >= this.batchSize) throw new RangeError(`selectCacheRows: row ${r} is out of range 0..${this.batchSize - 1}`);
     }
     const mask = rows.map((r) => this.mask[r]);
     let drop = 0;
-    while (dropPadding && drop < this.length && mask.every((m) => m[drop] === 0)) drop++;
+    while (drop < this.length && mask.every((m) => m[drop] === 0)) drop++;
     const { heads, dim, capacity } = this.store;
     const keep = this.length - drop;
     const pick = (data: Float32Array) => {

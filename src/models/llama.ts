@@ -3,7 +3,7 @@ import type { HostTensor } from '../formats/tensor.js';
 import { collectGarbage, feeds, Session, sessionFromGraph, type OrtTensor, type SessionOptions } from '../runtime/index.js';
 import type { LlamaConfig } from './config.js';
 import { LlamaKVCache } from './kvCache.js';
-import { buildLlamaGraph, groupQueryAttention, LLAMA_IO, type WeightSource } from './llamaGraph.js';
+import { buildLlamaGraph, LLAMA_IO, type WeightSource } from './llamaGraph.js';
 import type { CausalLM, ForwardArgs, ForwardResult, KVCache } from './types.js';
 import type { EmbeddingRows } from './embeddingRows.js';
 
@@ -26,11 +26,15 @@ export class ForwardError extends Error {
 
 /** Bytes of returned outputs after which a forward first runs a full GC (bounds uncollected KV caches). */
 const GC_AFTER_BYTES = 256 * 2 ** 20;
+/**
+ * Longer inputs run in chunks of this many tokens, each over the cache of the ones before (as llama.cpp's batches):
+ * attention's scores grow with new × (past + new) per head, so one 2,000-token forward of a 7B would hold ~0.5 GB each.
+ */
+export const PREFILL_CHUNK = 256;
 
 export class LlamaModel implements CausalLM {
   private returnedBytes = 0;
-  private constructor(readonly config: LlamaConfig, private readonly session: Session, private readonly embeddings: EmbeddingRows | null,
-    private readonly rowByRow: boolean) {}
+  private constructor(readonly config: LlamaConfig, private readonly session: Session, private readonly embeddings: EmbeddingRows | null) {}
 
   /**
    * Validate `weights` (canonical HF names and layout; f32/f16/bf16, computed in f32) or take any WeightSource
@@ -44,7 +48,7 @@ export class LlamaModel implements CausalLM {
       const graphOpts = { fused: opts.fused ?? true, cache: 'append', inputsEmbeds: embeddings !== null } as const;
       const graph = buildLlamaGraph(config, weights, graphOpts);
       const session = await sessionFromGraph(graph, { threads: opts.threads, optimizationLevel: opts.optimizationLevel, lower: { docString: `slimlm ${config.modelType} decoder` } });
-      return new LlamaModel(config, session, embeddings, groupQueryAttention(config, graphOpts));
+      return new LlamaModel(config, session, embeddings);
     } catch (e) {
       embeddings?.close();
       throw e;
@@ -76,8 +80,7 @@ export class LlamaModel implements CausalLM {
       if (row.some((v) => v !== 0 && v !== 1)) throw new ForwardError(`attentionMask row ${b} must hold only 0 and 1`);
     });
 
-    // ORT's GroupQueryAttention takes several new tokens over a past only for one row: such a batch runs row by row.
-    if (this.rowByRow && batch > 1 && seq > 1 && past > 0) return this.forwardRows(args, cache!, mask);
+    if (seq > PREFILL_CHUNK) return this.forwardChunks(args, cache, mask);
 
     const logitsAt = args.allLogits ? Array.from({ length: seq }, (_, i) => i) : [seq - 1];
     const step = (cache ?? LlamaKVCache.empty(this, c.numHiddenLayers, batch, c.numKeyValueHeads, c.headDim)).prepare(seq, args.reserve);
@@ -105,16 +108,29 @@ export class LlamaModel implements CausalLM {
     return { logits: out[LLAMA_IO.logits].data as Float32Array, dims: [batch, logitsAt.length, c.vocabSize], cache: next };
   }
 
-  /** One forward per batch row, joined again (a row's result does not depend on the others). */
-  private async forwardRows(args: ForwardArgs, cache: LlamaKVCache, mask: number[][]): Promise<ForwardResult> {
-    const parts: ForwardResult[] = [];
-    for (let b = 0; b < args.inputIds.length; b++) {
-      parts.push(await this.forward({ ...args, inputIds: [args.inputIds[b]], attentionMask: [mask[b]], cache: cache.selectRows([b], false) }));
+  /** A long input as consecutive chunks over a growing cache: the same logits and cache as one forward. */
+  private async forwardChunks(args: ForwardArgs, cache: LlamaKVCache | undefined, mask: number[][]): Promise<ForwardResult> {
+    const seq = args.inputIds[0].length, past = cache?.length ?? 0, vocab = this.config.vocabSize;
+    const parts: Float32Array[] = [];
+    let last: ForwardResult | undefined;
+    for (let start = 0; start < seq; start += PREFILL_CHUNK) {
+      const end = Math.min(seq, start + PREFILL_CHUNK);
+      last = await this.forward({
+        inputIds: args.inputIds.map((row) => row.slice(start, end)), attentionMask: mask.map((row) => row.slice(0, past + end)),
+        cache: last?.cache ?? cache, allLogits: args.allLogits, reserve: Math.max(args.reserve ?? 0, past + seq),
+      });
+      if (args.allLogits) parts.push(last.logits);
     }
-    const [, n, vocab] = parts[0].dims;
-    const logits = new Float32Array(parts.length * n * vocab);
-    parts.forEach((p, b) => logits.set(p.logits, b * n * vocab));
-    return { logits, dims: [parts.length, n, vocab], cache: LlamaKVCache.concat(parts.map((p) => p.cache as LlamaKVCache)) };
+    if (!args.allLogits) return last!;
+    // [batch, chunk, vocab] pieces → [batch, seq, vocab].
+    const batch = args.inputIds.length, logits = new Float32Array(batch * seq * vocab);
+    let offset = 0;
+    for (const part of parts) {
+      const n = part.length / (batch * vocab);
+      for (let b = 0; b < batch; b++) logits.set(part.subarray(b * n * vocab, (b + 1) * n * vocab), (b * seq + offset) * vocab);
+      offset += n;
+    }
+    return { logits, dims: [batch, seq, vocab], cache: last!.cache };
   }
 
   selectCacheRows(cache: KVCache, rows: number[]): KVCache {

@@ -71,8 +71,7 @@ export interface LlamaGraphOptions {
   /**
    * Inference kernels of ONNX Runtime instead of plain ops: SimplifiedLayerNormalization (RMSNorm),
    * SkipSimplifiedLayerNormalization (residual add + RMSNorm), RotaryEmbedding, fused q/k/v and gate/up projections, and
-   * with `cache: 'append'` GroupQueryAttention when the head size is a multiple of 8 (and no batch > 1 with both a past
-   * and several new tokens: ORT refuses it).
+   * with `cache: 'append'` grouped attention straight over the buffers (no copy of the past).
    * Fewer, bigger nodes per token; they have no gradient rules, so training graphs keep the default (false).
    */
   fused?: boolean;
@@ -102,7 +101,8 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   const useCache = (opts.cache ?? true) !== false;
   const append = opts.cache === 'append';
   const fused = opts.fused ?? false;
-  const gqa = groupQueryAttention(config, opts);
+  // Fused + append: attention of each kv head's query group over the whole buffer plus the new keys (attendGrouped).
+  const grouped = fused && append;
   const c = config;
   const nH = c.numAttentionHeads, kvH = c.numKeyValueHeads, D = c.headDim, rep = nH / kvH;
   const g = opts.builder ?? new GraphBuilder(`${c.modelType}_decoder`);
@@ -142,30 +142,38 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   const logitsIndex = opts.allPositions ? null : g.input(LLAMA_IO.logitsIndex, 'i64', ['n_logits']);
 
   // Cache indices: keys are 0..total-1, queries total-seq..total-1 (left padding included, as HF's cache_position).
-  const { bias, positions, cos, sin, pastIdx, seqlensK, totalI32 } = g.scope('mask_and_rope', () => {
+  const { bias, positions, cos, sin, pastIdx, pastKeysIn } = g.scope('mask_and_rope', () => {
     const total = g.squeeze(g.shape(mask, 1, 2), [0]);
     const seq = g.squeeze(g.shape(input, 1, 2), [0]);
-    // The valid part of the past buffers (plain graph), or GroupQueryAttention's lengths: every row spans the whole
-    // mask (left padding is masked by the bias), so seqlens_k is total − 1 for each row.
-    const pastIdx = append && !gqa ? g.range(0, g.sub(total, seq), 1, 'past') : null;
-    const seqlensK = gqa ? g.cast(g.sub(g.reduceSum(g.add(g.mul(mask, 0), 1), [1], false), 1), 'i32') : null;
-    const totalI32 = gqa ? g.cast(total, 'i32') : null;
-    const keyIdx = g.range(0, total, 1, totalDim);
-    const queryIdx = g.range(g.sub(total, seq), total, 1, 'seq');
-    const distance = g.sub(g.unsqueeze(queryIdx, [1]), g.unsqueeze(keyIdx, [0])); // [seq, past+seq]
+    const past = g.sub(total, seq);
+    // The valid part of the past buffers (plain graph).
+    const pastIdx = append && !grouped ? g.range(0, past, 1, 'past') : null;
+    // The keys' cache positions: 0..total-1, or for the grouped attention the buffer's slots 0..capacity-1 (valid below
+    // `past`) followed by the new keys past..total-1.
+    const pastKeysIn = grouped ? g.input(LLAMA_IO.pastKey(0), 'f32', ['batch', kvH, 'capacity', D]) : null;
+    const queryIdx = g.range(past, total, 1, 'seq');
+    let keyIdx = g.range(0, total, 1, totalDim);
+    if (pastKeysIn) {
+      // Slots at or beyond `past` hold nothing of this sequence (spare room, or another branch's keys): they get
+      // position `total`, after every query, so the causal rule masks them.
+      const slots = g.range(0, g.squeeze(g.shape(pastKeysIn, 2, 3), [0]), 1, 'capacity');
+      keyIdx = g.concat([g.where(g.less(slots, past), slots, total), queryIdx], 0);
+    }
+    const distance = g.sub(g.unsqueeze(queryIdx, [1]), g.unsqueeze(keyIdx, [0])); // [seq, keys]
     let allowed = g.greaterOrEqual(distance, 0);
     if (c.slidingWindow !== null) allowed = g.and(allowed, g.less(distance, c.slidingWindow));
-    const isReal = g.unsqueeze(g.not(g.equal(mask, 0)), [1]); // [batch, 1, past+seq]
-    const bias = g.unsqueeze(g.where(g.and(g.unsqueeze(allowed, [0]), isReal), 0, MASKED), [1, 2]); // [batch,1,1,seq,past+seq]
+    const maskAt = pastKeysIn ? g.gather(mask, g.where(g.less(keyIdx, total), keyIdx, 0), 1) : mask; // [batch, keys]
+    const isReal = g.unsqueeze(g.not(g.equal(maskAt, 0)), [1]); // [batch, 1, keys]
+    const bias = g.unsqueeze(g.where(g.and(g.unsqueeze(allowed, [0]), isReal), 0, MASKED), [1, 2]); // [batch,1,1,seq,keys]
 
     // Positions count real tokens only: cumsum(mask) - 1, taken at the query columns.
     const positions = g.gather(g.sub(g.cumSum(mask, 1), 1), queryIdx, 1); // [batch, seq]
     // Left padding has position -1; RotaryEmbedding rejects it (its keys are masked, any position does).
-    if (fused) return { bias, positions: g.where(g.less(positions, 0), 0, positions), cos: null, sin: null, pastIdx, seqlensK, totalI32 };
+    if (fused) return { bias, positions: g.where(g.less(positions, 0), 0, positions), cos: null, sin: null, pastIdx, pastKeysIn };
     const invFreq = g.constant(ropeInvFreq(D, c.ropeTheta), 'f32');
     const freqs = g.mul(g.unsqueeze(g.cast(positions, 'f32'), [2]), invFreq); // [batch, seq, D/2]
     const angles = g.unsqueeze(g.concat([freqs, freqs], -1), [1]); // [batch, 1, seq, D]
-    return { bias, positions, cos: g.cos(angles), sin: g.sin(angles), pastIdx, seqlensK, totalI32 };
+    return { bias, positions, cos: g.cos(angles), sin: g.sin(angles), pastIdx, pastKeysIn };
   });
   // RotaryEmbedding reads cos/sin of each position from tables (rounded like HF's f32 angles).
   const ropeTables = fused ? ropeCaches(g, c) : null;
@@ -177,7 +185,30 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
     return g.add(g.mul(x, cos!), g.mul(g.concat([g.neg(x2), x1], -1), sin!));
   });
   const heads = (x: Tensor, n: number) => g.transpose(g.reshape(x, [0, 0, n, D]), [0, 2, 1, 3]); // [batch, n, seq, D]
-  const gqaBias = gqa ? g.squeeze(bias, [1]) : null; // [batch, 1, seq, past+seq]
+  /**
+   * Grouped-query attention over the append buffers without copying them: each kv head's query heads are the rows of
+   * one GEMM ([rep·seq, D] · [D, capacity] for the buffer, · [D, seq] for the new keys), one softmax over both, and
+   * the buffer's spare or foreign slots masked by the bias. q/k/v are rows [batch, seq, heads·D], RoPE applied.
+   */
+  let groupedBias: Tensor | null = null;
+  const attendGrouped = (q: Tensor, k: Tensor, v: Tensor, pastK: Tensor, pastV: Tensor): Tensor => {
+    const kvHeads = (x: Tensor) => g.transpose(g.reshape(x, [0, 0, kvH, D]), [0, 2, 1, 3]); // [batch, kvH, seq, D]
+    // Rows (r, s) of group h: query head h·rep + r at position s.
+    const qg = g.reshape(g.transpose(g.reshape(g.mul(q, 1 / Math.sqrt(D)), [0, 0, kvH, rep, D]), [0, 2, 3, 1, 4]), [0, kvH, -1, D]);
+    const kNew = kvHeads(k), vNew = kvHeads(v);
+    const scores = g.concat([g.matMul(qg, pastK, { transB: true }), g.matMul(qg, kNew, { transB: true })], -1); // [batch, kvH, rep·seq, keys]
+    // The bias repeated for each query head of a group, in the scores' row order (built once, at layer 0).
+    if (!groupedBias) {
+      const shape = g.concat([g.shape(scores, 0, 1), g.constant([1], 'i64'), g.shape(qg, 2, 3), g.shape(scores, 3, 4)], 0);
+      const rows = g.concat(Array(rep).fill(g.squeeze(bias, [1])), 2); // [batch, 1, rep·seq, keys]
+      groupedBias = g.op('ReshapeTo', [rows, shape], { dims: [scores.shape[0], 1, qg.shape[2], scores.shape[3]] });
+    }
+    const probs = g.softmax(g.add(scores, groupedBias), -1);
+    const sizes = g.concat([g.shape(pastK, 2, 3), g.shape(kNew, 2, 3)], 0);
+    const [pPast, pNew] = g.opMulti('Split', [probs, sizes], { axis: -1, pieces: 2, dims: ['capacity', 'seq'] });
+    const ctx = g.add(g.matMul(pPast, pastV), g.matMul(pNew, vNew)); // [batch, kvH, rep·seq, D]
+    return g.reshape(g.transpose(g.reshape(ctx, [0, kvH, rep, -1, D]), [0, 3, 1, 2, 4]), [0, 0, nH * D]);
+  };
 
   const embedName = 'model.embed_tokens.weight';
   const embedTable = () => (!c.tieWordEmbeddings && source.embedding ? source.embedding(g, embedName, shapes.get(embedName)!) : weight(embedName));
@@ -188,13 +219,11 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
     g.scope(`layers.${i}`, () => {
       const attn = g.scope('attn', () => {
         const [qx, kx, vx] = linears(x, ['q', 'k', 'v'].map((m) => `${p}self_attn.${m}_proj.weight`));
-        if (gqa) {
-          // RoPE on [batch, seq, heads·D] rows, then one kernel for scores, mask, softmax and context over past + new.
+        if (grouped) {
+          // RoPE on [batch, seq, heads·D] rows; this call's keys/values leave as they are.
           const q = rope(qx), k = rope(kx);
-          const past = (name: string) => g.input(name, 'f32', ['batch', kvH, pastDim, D]);
-          const [ctx] = g.opMulti('GroupQueryAttention',
-            [q, k, vx, past(LLAMA_IO.pastKey(i)), past(LLAMA_IO.pastValue(i)), seqlensK!, totalI32!, gqaBias!],
-            { num_heads: nH, kv_num_heads: kvH, totalDim });
+          const pastK = i === 0 ? pastKeysIn! : g.input(LLAMA_IO.pastKey(i), 'f32', ['batch', kvH, pastDim, D]);
+          const ctx = attendGrouped(q, k, vx, pastK, g.input(LLAMA_IO.pastValue(i), 'f32', ['batch', kvH, pastDim, D]));
           g.output(LLAMA_IO.newKey(i), k);
           g.output(LLAMA_IO.newValue(i), vx);
           return linear(ctx, p + 'self_attn.o_proj.weight');
@@ -243,11 +272,6 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   });
   g.output(LLAMA_IO.logits, logits);
   return g.graph;
-}
-
-/** Whether the graph attends with GroupQueryAttention (ORT's kernel wants head sizes that are multiples of 8). */
-export function groupQueryAttention(c: LlamaConfig, opts: LlamaGraphOptions): boolean {
-  return (opts.fused ?? false) && opts.cache === 'append' && c.headDim % 8 === 0;
 }
 
 /** cos/sin tables [maxPositionEmbeddings, headDim/2] for RotaryEmbedding: cos(f32(position · invFreq)) as HF computes them. */

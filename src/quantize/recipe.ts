@@ -3,7 +3,8 @@
  * Defaults (docs/QUANTIZATION.md):
  *  - norms and the token embedding (read by Gather) stay in their float dtype;
  *  - every Linear inside the decoder layers gets the chosen type;
- *  - the LM head: int4/int4-asym → 8-bit blocks of 32 (the role llama.cpp gives Q6_K/Q8_0 on `output.weight`);
+ *  - the LM head: int4/int4-asym → 8-bit, in the recipe's block size (the role llama.cpp gives Q6_K/Q8_0 on
+ *    `output.weight`; blocks of 32 where its rows are not whole blocks of that size);
  *    nf4/fp4 → kept in float, as transformers + bitsandbytes do (`llm_int8_skip_modules` = lm_head); int8 → int8.
  *  - int4/int8 blocks: a Linear whose rows are not a whole number of blocks stays float (llama-quantize's rule);
  *  `keep` (a RegExp on HF names) keeps more Linear layers in float; `lmHead` overrides the head's treatment.
@@ -23,7 +24,7 @@ export interface QuantRecipe {
   doubleQuant?: boolean;
   /** Linear weights (HF names) kept in float. */
   keep?: RegExp;
-  /** LM head: 'int8' (8-bit blocks of 32), 'float', or 'same' as the other Linear layers. */
+  /** LM head: 'int8' (8-bit, the recipe's block size), 'float', or 'same' as the other Linear layers. */
   lmHead?: 'int8' | 'float' | 'same';
 }
 
@@ -43,18 +44,21 @@ function headTreatment(r: QuantRecipe): 'int8' | 'float' | 'same' {
  * ending every row in a partial block.
  */
 export function recipeLayout(r: QuantRecipe, name: string, inFeatures?: number): LinearLayout {
-  const layout = blockLayout(r, name);
+  const layout = blockLayout(r, name, inFeatures);
   const rowBlocked = layout.kind === 'nbits';
   return rowBlocked && inFeatures !== undefined && inFeatures % layout.blockSize !== 0 ? { kind: 'float' } : layout;
 }
 
-function blockLayout(r: QuantRecipe, name: string): LinearLayout {
+function blockLayout(r: QuantRecipe, name: string, inFeatures?: number): LinearLayout {
   if (r.keep?.test(name)) return { kind: 'float' };
   const block = recipeBlockSize(r);
   if (LM_HEAD.test(name)) {
     const head = headTreatment(r);
     if (head === 'float') return { kind: 'float' };
-    if (head === 'int8') return { kind: 'nbits', bits: 8, blockSize: 32, symmetric: true };
+    // MatMulNBits' 8-bit GEMV is faster with bigger blocks, and 8-bit blocks of 256 cost no measurable quality
+    // (docs/QUANTIZATION.md); rows that are not whole blocks of the recipe's size take blocks of 32 rather than float.
+    const headBlock = inFeatures === undefined || inFeatures % block === 0 ? block : 32;
+    if (head === 'int8') return { kind: 'nbits', bits: 8, blockSize: headBlock, symmetric: true };
   }
   switch (r.type) {
     case 'nf4': case 'fp4': return { kind: 'bnb4', quantType: r.type, blocksize: block };
