@@ -142,7 +142,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   const logitsIndex = opts.allPositions ? null : g.input(LLAMA_IO.logitsIndex, 'i64', ['n_logits']);
 
   // Cache indices: keys are 0..total-1, queries total-seq..total-1 (left padding included, as HF's cache_position).
-  const { bias, positions, cos, sin, pastIdx, pastKeysIn } = g.scope('mask_and_rope', () => {
+  const { bias, positions, cos, sin, pastIdx, pastKeysIn, splitSizes } = g.scope('mask_and_rope', () => {
     const total = g.squeeze(g.shape(mask, 1, 2), [0]);
     const seq = g.squeeze(g.shape(input, 1, 2), [0]);
     const past = g.sub(total, seq);
@@ -152,13 +152,13 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
     // `past`) followed by the new keys past..total-1.
     const pastKeysIn = grouped ? g.input(LLAMA_IO.pastKey(0), 'f32', ['batch', kvH, 'capacity', D]) : null;
     const queryIdx = g.range(past, total, 1, 'seq');
-    let keyIdx = g.range(0, total, 1, totalDim);
-    if (pastKeysIn) {
-      // Slots at or beyond `past` hold nothing of this sequence (spare room, or another branch's keys): they get
-      // position `total`, after every query, so the causal rule masks them.
-      const slots = g.range(0, g.squeeze(g.shape(pastKeysIn, 2, 3), [0]), 1, 'capacity');
-      keyIdx = g.concat([g.where(g.less(slots, past), slots, total), queryIdx], 0);
-    }
+    // Slots at or beyond `past` hold nothing of this sequence (spare room, or another branch's keys): they get
+    // position `total`, after every query, so the causal rule masks them.
+    const capacity = pastKeysIn ? g.shape(pastKeysIn, 2, 3) : null;
+    const slots = capacity ? g.range(0, g.squeeze(capacity, [0]), 1, 'capacity') : null;
+    const keyIdx = slots ? g.concat([g.where(g.less(slots, past), slots, total), queryIdx], 0) : g.range(0, total, 1, totalDim);
+    // Where the grouped attention's probabilities split into the buffer's part and the new keys' part.
+    const splitSizes = capacity ? g.concat([capacity, g.shape(input, 1, 2)], 0) : null;
     const distance = g.sub(g.unsqueeze(queryIdx, [1]), g.unsqueeze(keyIdx, [0])); // [seq, keys]
     let allowed = g.greaterOrEqual(distance, 0);
     if (c.slidingWindow !== null) allowed = g.and(allowed, g.less(distance, c.slidingWindow));
@@ -169,11 +169,11 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
     // Positions count real tokens only: cumsum(mask) - 1, taken at the query columns.
     const positions = g.gather(g.sub(g.cumSum(mask, 1), 1), queryIdx, 1); // [batch, seq]
     // Left padding has position -1; RotaryEmbedding rejects it (its keys are masked, any position does).
-    if (fused) return { bias, positions: g.where(g.less(positions, 0), 0, positions), cos: null, sin: null, pastIdx, pastKeysIn };
+    if (fused) return { bias, positions: g.where(g.less(positions, 0), 0, positions), cos: null, sin: null, pastIdx, pastKeysIn, splitSizes };
     const invFreq = g.constant(ropeInvFreq(D, c.ropeTheta), 'f32');
     const freqs = g.mul(g.unsqueeze(g.cast(positions, 'f32'), [2]), invFreq); // [batch, seq, D/2]
     const angles = g.unsqueeze(g.concat([freqs, freqs], -1), [1]); // [batch, 1, seq, D]
-    return { bias, positions, cos: g.cos(angles), sin: g.sin(angles), pastIdx, pastKeysIn };
+    return { bias, positions, cos: g.cos(angles), sin: g.sin(angles), pastIdx, pastKeysIn, splitSizes };
   });
   // RotaryEmbedding reads cos/sin of each position from tables (rounded like HF's f32 angles).
   const ropeTables = fused ? ropeCaches(g, c) : null;
@@ -204,8 +204,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
       groupedBias = g.op('ReshapeTo', [rows, shape], { dims: [scores.shape[0], 1, qg.shape[2], scores.shape[3]] });
     }
     const probs = g.softmax(g.add(scores, groupedBias), -1);
-    const sizes = g.concat([g.shape(pastK, 2, 3), g.shape(kNew, 2, 3)], 0);
-    const [pPast, pNew] = g.opMulti('Split', [probs, sizes], { axis: -1, pieces: 2, dims: ['capacity', 'seq'] });
+    const [pPast, pNew] = g.opMulti('Split', [probs, splitSizes!], { axis: -1, pieces: 2, dims: ['capacity', 'seq'] });
     const ctx = g.add(g.matMul(pPast, pastV), g.matMul(pNew, vNew)); // [batch, kvH, rep·seq, D]
     return g.reshape(g.transpose(g.reshape(ctx, [0, kvH, rep, -1, D]), [0, 3, 1, 2, 4]), [0, 0, nH * D]);
   };
