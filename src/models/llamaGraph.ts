@@ -197,7 +197,8 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
     const qg = g.reshape(g.transpose(g.reshape(g.mul(q, 1 / Math.sqrt(D)), [0, 0, kvH, rep, D]), [0, 2, 3, 1, 4]), [0, kvH, -1, D]);
     const kNew = kvHeads(k), vNew = kvHeads(v);
     const scores = g.concat([g.matMul(qg, pastK, { transB: true }), g.matMul(qg, kNew, { transB: true })], -1); // [batch, kvH, rep·seq, keys]
-    // The bias repeated for each query head of a group, in the scores' row order (built once, at layer 0).
+    // The bias repeated for each query head of a group, in the scores' row order (built once, at layer 0; ReshapeTo
+    // moves no data, it gives the rows the scores' dim names).
     if (!groupedBias) {
       const shape = g.concat([g.shape(scores, 0, 1), g.constant([1], 'i64'), g.shape(qg, 2, 3), g.shape(scores, 3, 4)], 0);
       const rows = g.concat(Array(rep).fill(g.squeeze(bias, [1])), 2); // [batch, 1, rep·seq, keys]
