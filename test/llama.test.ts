@@ -47,10 +47,10 @@ test('sliding window shorter than the sequence changes logits and matches the re
   assert.ok(maxAbsDiff(ref.slice(3).flat(), unwindowed.slice(3).flat()) > 1e-2);
 });
 
-test('inputs longer than PREFILL_CHUNK run in chunks: the reference logits at every position (left padding, sliding window), then decoding goes on', async () => {
-  const c = tinyConfig({ maxPositionEmbeddings: 1024, slidingWindow: 300 });
+test('inputs longer than PREFILL_CHUNK run in chunks: the reference logits at every position (left padding over a whole chunk, sliding window), then decoding goes on', async () => {
+  const c = tinyConfig({ maxPositionEmbeddings: 1024, slidingWindow: 100 }); // a window shorter than a chunk
   const w = randomWeights(c, 11);
-  const n = 2 * PREFILL_CHUNK + 37, pad = 40;
+  const n = 2 * PREFILL_CHUNK + 37, pad = PREFILL_CHUNK + 22; // row 1: its whole first chunk is padding
   const a = randomIds(n, c.vocabSize, 12), b = randomIds(n - pad, c.vocabSize, 13);
   const mask = [Array(n).fill(1), [...Array(pad).fill(0), ...Array(n - pad).fill(1)]];
   await withModel(c, w, async (m) => {
