@@ -144,7 +144,8 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
   // Cache indices: keys are 0..total-1, queries total-seq..total-1 (left padding included, as HF's cache_position).
   const { bias, positions, cos, sin, pastIdx, pastKeysIn, splitSizes } = g.scope('mask_and_rope', () => {
     const total = g.squeeze(g.shape(mask, 1, 2), [0]);
-    const seq = g.squeeze(g.shape(input, 1, 2), [0]);
+    const seqLength = g.shape(input, 1, 2);
+    const seq = g.squeeze(seqLength, [0]);
     const past = g.sub(total, seq);
     // The valid part of the past buffers (plain graph).
     const pastIdx = append && !grouped ? g.range(0, past, 1, 'past') : null;
@@ -158,7 +159,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights?: ReadonlyMap<strin
     const slots = capacity ? g.range(0, g.squeeze(capacity, [0]), 1, 'capacity') : null;
     const keyIdx = slots ? g.concat([g.where(g.less(slots, past), slots, total), queryIdx], 0) : g.range(0, total, 1, totalDim);
     // Where the grouped attention's probabilities split into the buffer's part and the new keys' part.
-    const splitSizes = capacity ? g.concat([capacity, g.shape(input, 1, 2)], 0) : null;
+    const splitSizes = capacity ? g.concat([capacity, seqLength], 0) : null;
     const distance = g.sub(g.unsqueeze(queryIdx, [1]), g.unsqueeze(keyIdx, [0])); // [seq, keys]
     let allowed = g.greaterOrEqual(distance, 0);
     if (c.slidingWindow !== null) allowed = g.and(allowed, g.less(distance, c.slidingWindow));

@@ -55,10 +55,12 @@ function blockLayout(r: QuantRecipe, name: string, inFeatures?: number): LinearL
   if (LM_HEAD.test(name)) {
     const head = headTreatment(r);
     if (head === 'float') return { kind: 'float' };
-    // MatMulNBits' 8-bit GEMV is faster with bigger blocks, and 8-bit blocks of 256 cost no measurable quality
-    // (docs/QUANTIZATION.md); rows that are not whole blocks of the recipe's size take blocks of 32 rather than float.
-    const headBlock = inFeatures === undefined || inFeatures % block === 0 ? block : 32;
-    if (head === 'int8') return { kind: 'nbits', bits: 8, blockSize: headBlock, symmetric: true };
+    if (head === 'int8') {
+      // MatMulNBits' 8-bit GEMV is faster with bigger blocks, and 8-bit blocks of 256 cost no measurable quality
+      // (docs/QUANTIZATION.md); rows that are not whole blocks of the recipe's size take blocks of 32 rather than float.
+      const headBlock = inFeatures === undefined || inFeatures % block === 0 ? block : 32;
+      return { kind: 'nbits', bits: 8, blockSize: headBlock, symmetric: true };
+    }
   }
   switch (r.type) {
     case 'nf4': case 'fp4': return { kind: 'bnb4', quantType: r.type, blocksize: block };
