@@ -11,6 +11,8 @@
  * plain one (`--fused false`, the graph before those). The engines take turns for --rounds rounds (the cores are shared
  * with other jobs, so load drifts); each row reports the best round.
  *
+ * A last row per thread count gives MatMulNBits' own rate on the model's GEMV shapes, alone (the ceiling of any graph built on it).
+ *
  * --int4-blocks 128,256 adds slimlm's own int4 format at those block sizes, re-quantized at load from the same (Q4_0-dequantized)
  * weights: 4.25 / 4.125 bits per weight (fp32 scales), against Q4_0's 4.5; coarser scales cost quality (docs/QUANTIZATION.md).
  *
@@ -82,6 +84,33 @@ async function bandwidth(threads: number): Promise<number> {
   return (n * 4) / (best / 1000) / 1e9;
 }
 
+/**
+ * MatMulNBits alone on the model's two largest GEMV shapes (gate+up [11264, 2048] and down [2048, 5632]), int4 in blocks
+ * of `block`, accuracy_level 4, over ≈ 256 MiB of weights (no cache reuse): GB/s of the same bytes the bound counts.
+ * The kernel's own ceiling, next to the bandwidth, in the same run.
+ */
+async function gemvRate(threads: number, block: number): Promise<number> {
+  const g = new GraphBuilder('gemv');
+  const x = g.input('x', 'f32', [1, 1, 11264]);
+  let bytes = 0;
+  for (let l = 0; bytes < 256 * 2 ** 20; l++) {
+    const [N, K] = l % 2 ? [2048, 5632] : [11264, 2048];
+    const blocks = K / block, packed = new Uint8Array(N * blocks * block / 2);
+    for (let i = 0; i < packed.length; i++) packed[i] = (Math.imul(i + l * 7919, 2654435761) >>> 24);
+    const a = g.slice(x, [0], [K], [-1]);
+    g.output(`y${l}`, g.op('MatMulNBits', [a, g.initializer(`w${l}`, 'u8', [N, blocks, block / 2], packed),
+      g.initializer(`s${l}`, 'f32', [N * blocks], new Uint8Array(new Float32Array(N * blocks).fill(0.01).buffer))],
+    { K, N, bits: 4, block_size: block, accuracy_level: 4 }));
+    bytes += N * K / 2 + (8 * N * K) / block;
+  }
+  const session = await Session.create(toOnnxBytes(g.graph), { threads });
+  const feed = { x: feeds.f32(Float32Array.from({ length: 11264 }, (_, i) => Math.sin(i)), [1, 1, 11264]) };
+  let best = Infinity;
+  for (let i = 0; i < 8; i++) { const t0 = performance.now(); await session.run(feed); best = Math.min(best, performance.now() - t0); }
+  await session.dispose();
+  return bytes / (best / 1000) / 1e9;
+}
+
 const promptIds = (n: number) => [1, ...Array.from({ length: n - 1 }, (_, i) => 3 + ((i * 7919) % 31000))];
 
 /** `blockSize`: re-quantize the GGUF's (dequantized) weights to slimlm's own int4 blocks of that size (recipe defaults otherwise). */
@@ -132,6 +161,7 @@ if (values.one) {
     : engine.startsWith('slimlm-int4-b') ? await runSlimlm(file, Number(t), prompt, tokens, true, Number(engine.slice('slimlm-int4-b'.length)))
     : engine === 'llama.cpp' ? await runLlamaCpp(file, Number(t), prompt, tokens)
     : engine === 'llama.cpp-q4_k_m' ? await runLlamaCpp(kFile, Number(t), prompt, tokens)
+    : engine.startsWith('gemv-b') ? { gemvGBs: await gemvRate(Number(t), Number(engine.slice('gemv-b'.length))) }
     : { bandwidthGBs: await bandwidth(Number(t)) };
   process.stdout.write(JSON.stringify(r) + '\n');
 } else {
@@ -155,9 +185,11 @@ if (values.one) {
     };
     type Run = { promptTokS: number; decodeTokS: number; peakRssMiB: number };
     const best: Record<string, Run> = {};
-    let bw = 0;
+    let bw = 0, gemv = 0;
+    const gemvBlock = Math.max(32, ...int4Blocks);
     for (let round = 0; round < Number(values.rounds); round++) {
       bw = Math.max(bw, child('bandwidth').bandwidthGBs as number);
+      gemv = Math.max(gemv, child(`gemv-b${gemvBlock}`).gemvGBs as number);
       for (const engine of ['llama.cpp', 'llama.cpp-q4_k_m', 'slimlm-plain', 'slimlm', ...int4Blocks.map((b) => `slimlm-int4-b${b}`)]) {
         const r = child(engine) as Run;
         const b = best[engine];
@@ -175,6 +207,7 @@ if (values.one) {
       rows.push(`| ${t} | ${name} | ${r.promptTokS.toFixed(1)} | ${r.decodeTokS.toFixed(2)} | ${(r.decodeTokS / lc.decodeTokS).toFixed(2)}× / ${(r.decodeTokS / lk.decodeTokS).toFixed(2)}× | ${(bytes / 2 ** 20).toFixed(0)} MiB → ${bound.toFixed(1)} | ${(100 * r.decodeTokS / bound).toFixed(0)} % | ${r.peakRssMiB.toFixed(0)} |`);
     }
     rows.push(`| ${t} | bandwidth: ${bw.toFixed(1)} GB/s (ORT, ${t} thread${t > 1 ? 's' : ''}) | | | | | | |`);
+    rows.push(`| ${t} | MatMulNBits alone, int4 blocks of ${gemvBlock}: ${gemv.toFixed(1)} GB/s | | | | | ${(100 * gemv / bw).toFixed(0)} % | |`);
   }
   process.stdout.write(rows.join('\n') + '\n');
 }
