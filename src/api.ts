@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openCheckpoint, type Checkpoint } from './models/checkpoint.js';
+import { openCheckpoint, tokenizerBeside, type Checkpoint } from './models/checkpoint.js';
 import { isQuantizedCheckpoint } from './models/quantizedCheckpoint.js';
 import { loadModel } from './models/quantizedModel.js';
 import { createLlamaModel } from './models/llama.js';
@@ -66,7 +66,8 @@ async function resolveTokenizerPath(p: string): Promise<string> {
   if (!stat) throw new Error(`no such file or folder: ${p}`);
   const isTokenizerFile = stat.isFile() && /(^tokenizer\.json$|\.model$|^tok.*\.bin$)/.test(path.basename(p));
   if (isTokenizerFile) return p;
-  if (stat.isDirectory() && ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(p, f)))) return p;
+  const beside = stat.isDirectory() ? tokenizerBeside(p) : null;
+  if (beside) return beside;
   // A model file or folder: ask the checkpoint where its tokenizer lives.
   let ckpt: Checkpoint | undefined;
   try {

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getLlama } from 'node-llama-cpp';
-import { loadTokenizer } from '../src/tokenizers/index.js';
+import os from 'node:os';
+import { loadTokenizer, writeTokenizerFiles } from '../src/tokenizers/index.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const gguf = path.join(root, '../shared/fixtures/llama-2-tiny-random.gguf');
@@ -18,10 +19,18 @@ function sampleTexts(): string[] {
   return [...handwritten, ...chatbot, ...wiki];
 }
 
-test('GGUF vocabulary encodes exactly as llama.cpp does on the same file', async () => {
+test('GGUF vocabulary encodes exactly as llama.cpp does on the same file, also once written out as tokenizer.model', async () => {
   const tokenizer = await loadTokenizer(gguf);
   assert.equal(tokenizer.vocabSize, 32000);
   assert.equal(tokenizer.bosId, 1);
+  // The vocabulary as a Hugging Face folder's files (what quantize/export write for a GGUF source).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slimlm-gguf-tok-'));
+  const main = writeTokenizerFiles(gguf, dir);
+  assert.equal(path.basename(main), 'tokenizer.model');
+  const written = await loadTokenizer(dir);
+  assert.equal(written.format, 'sentencepiece');
+  assert.deepEqual([written.vocabSize, written.bosId, written.eosId, written.unkId, written.addBosDefault, written.addEosDefault],
+    [tokenizer.vocabSize, tokenizer.bosId, tokenizer.eosId, tokenizer.unkId, tokenizer.addBosDefault, tokenizer.addEosDefault]);
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
   const model = await llama.loadModel({ modelPath: gguf });
   try {
@@ -29,10 +38,13 @@ test('GGUF vocabulary encodes exactly as llama.cpp does on the same file', async
     for (const text of sampleTexts()) {
       const expected = Array.from(model.tokenize(text));
       assert.deepEqual(tokenizer.encode(text, { addBos: false }), expected, JSON.stringify(text));
+      assert.deepEqual(written.encode(text, { addBos: false }), expected, `tokenizer.model: ${JSON.stringify(text)}`);
+      assert.equal(written.decode(expected), tokenizer.decode(expected));
       checked++;
     }
     assert.ok(checked > 150);
   } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
     await model.dispose();
     await llama.dispose();
   }

@@ -168,3 +168,13 @@ test('encodes ChatbotData.csv and wiki.test.raw quickly (heap BPE, no quadratic 
   // Generous bounds for 2 noisy cores; real timings belong in bench/.
   assert.ok(chatMs < 10_000 && wikiMs < 20_000);
 });
+
+test('a SentencePiece model written by serializeSentencePieceModel reads back field for field and still matches SentencePiece', async () => {
+  const { parseSentencePieceModel, serializeSentencePieceModel, sentencePieceTokenizer } = await import('../src/tokenizers/index.js');
+  for (const [file, entries] of [[MISTRAL + 'tokenizer.model', mistral], [STORIES + 'tok512.model', tok512], [FIXTURES + 'nfkc-bpe.model', fixture('nfkc.json')]] as const) {
+    const original = parseSentencePieceModel(new Uint8Array(readFileSync(file)), file);
+    const bytes = serializeSentencePieceModel(original);
+    assert.deepEqual(parseSentencePieceModel(bytes, 'written'), original, file);
+    checkSentencePiece(`${file} written back`, sentencePieceTokenizer(bytes, 'written'), entries);
+  }
+});

@@ -1,4 +1,6 @@
 /** Shared pieces of the CLI: the command shape, option parsing helpers, formatting. */
+import { accessSync, constants, existsSync, realpathSync, statSync } from 'node:fs';
+import path from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
@@ -55,4 +57,30 @@ export function humanBytes(n: number): string {
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
   return `${n.toFixed(i === 0 ? 0 : 2)} ${units[i]}`;
+}
+
+/** A path made absolute with symlinks resolved, also for a path that does not exist yet (its parent resolved). */
+function canonicalPath(p: string): string {
+  const abs = path.resolve(p);
+  try { return realpathSync(abs); } catch { /* not there yet */ }
+  try { return path.join(realpathSync(path.dirname(abs)), path.basename(abs)); } catch { return abs; }
+}
+
+/**
+ * Refuses an output that would overwrite the input model: the same path, a folder holding the input, or an existing
+ * file inside the input folder. Called before anything is written.
+ */
+export function checkOutputPath(input: string, out: string): void {
+  const a = canonicalPath(input), b = canonicalPath(out);
+  const inside = (x: string, dir: string) => x.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep);
+  const inputIsFolder = existsSync(a) && statSync(a).isDirectory();
+  if (a === b || inside(a, b) || (inputIsFolder && existsSync(b) && inside(b, a))) {
+    throw new UsageError(`--out ${out} would overwrite the input model ${input}; write somewhere else`);
+  }
+}
+
+/** Fails early (before hours of work) when `file` could not be written: its folder is missing or read-only. */
+export function checkWritable(file: string, flag: string): void {
+  const dir = path.dirname(path.resolve(file));
+  try { accessSync(dir, constants.W_OK); } catch { throw new UsageError(`--${flag} ${file}: folder ${dir} does not exist or is not writable`); }
 }

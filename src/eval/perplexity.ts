@@ -65,6 +65,7 @@ export async function evaluatePerplexity(model: CausalLM, tokens: readonly numbe
   if (!Number.isInteger(ctx) || ctx < 4) throw new RangeError(`ctx must be an integer >= 4, got ${ctx}`);
   let chunks = chunkCount(tokens.length, ctx);
   if (chunks === 0) throw new RangeError(`the data holds ${tokens.length} tokens, fewer than one window of ${ctx}`);
+  if (opts.maxChunks !== undefined && !(Number.isInteger(opts.maxChunks) && opts.maxChunks >= 1)) throw new RangeError(`maxChunks must be a positive integer, got ${opts.maxChunks}`);
   if (opts.maxChunks !== undefined) chunks = Math.min(chunks, opts.maxChunks);
   const first = Math.floor(ctx / 2);
   let nll = 0, refNll = 0, kl = 0, agree = 0, scored = 0, ms = 0;
@@ -76,6 +77,7 @@ export async function evaluatePerplexity(model: CausalLM, tokens: readonly numbe
     ms += performance.now() - t0;
     const V = out.dims[2];
     const ref = reference ? await reference.forward({ inputIds: [ids], allLogits: true }) : null;
+    if (ref && ref.dims[2] !== V) throw new RangeError(`the reference model's vocabulary (${ref.dims[2]}) differs from the model's (${V}): KL needs the same tokens`);
     for (let j = first; j < ctx - 1; j++) {
       const row = out.logits.subarray(j * V, (j + 1) * V);
       const lp = logSoftmax(row);

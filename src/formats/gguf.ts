@@ -188,7 +188,7 @@ class Cursor {
   /** u64 that must fit a JS safe integer (counts, lengths, offsets). */
   count(w: string, max = Number.MAX_SAFE_INTEGER): number {
     const v = this.u64(w);
-    if (v > BigInt(Math.floor(max))) throw new GGUFError(`${this.path}: ${w} ${v} at offset ${this.pos - 8} is implausibly large; corrupt file?`);
+    if (v > BigInt(Math.floor(max))) throw new GGUFError(`${this.path}: ${w} ${v} at offset ${this.pos - 8} does not fit in the file's ${this.fileSize} bytes: truncated or corrupt file`);
     return Number(v);
   }
   bytes(n: number, w: string): Uint8Array {

@@ -60,7 +60,11 @@ export interface WriteHFOptions {
   extraFiles?: Record<string, string | Uint8Array>;
   /** Extra `__metadata__` entries for the safetensors files. */
   metadata?: Record<string, string>;
+  /** Extra config.json fields (e.g. quantization_config), written with it in one file. */
+  extraConfig?: Record<string, unknown>;
 }
+
+const TORCH_DTYPES: Record<string, string> = { f32: 'float32', f16: 'float16', bf16: 'bfloat16' };
 
 /**
  * Write a HF folder loadable by transformers: weights (single file or shards + index), then extra files, then
@@ -82,7 +86,10 @@ export function writeHFFolder(dir: string, config: LlamaConfig, tensors: TensorI
     for (const f of oldShards) rmSync(join(dir, f), { force: true });
   }
   for (const [name, content] of Object.entries(opts.extraFiles ?? {})) writeBytesAtomic(join(dir, name), content);
-  writeBytesAtomic(join(dir, 'config.json'), JSON.stringify(configToHF(config), null, 2) + '\n');
+  // torch_dtype names the dtype the float weights are stored in, as transformers' save_pretrained writes it.
+  const floatDtypes = new Set(entries.map((e) => TORCH_DTYPES[e.dtype]).filter(Boolean));
+  const torchDtype = floatDtypes.size === 1 ? { torch_dtype: [...floatDtypes][0] } : {};
+  writeBytesAtomic(join(dir, 'config.json'), JSON.stringify({ ...configToHF(config), ...torchDtype, ...opts.extraConfig }, null, 2) + '\n');
 }
 
 function safeShardList(indexPath: string): string[] {

@@ -164,7 +164,8 @@ function firstExisting(paths: string[]): string | null {
   return paths.find((p) => existsSync(p)) ?? null;
 }
 
-function tokenizerBeside(dir: string, vocabSize?: number): string | null {
+/** The tokenizer file in folder `dir`: tokenizer.json, tokenizer.model, or a llama2.c tok*.bin (tok{vocab}.bin first). */
+export function tokenizerBeside(dir: string, vocabSize?: number): string | null {
   return (
     firstExisting([join(dir, 'tokenizer.json'), join(dir, 'tokenizer.model'), ...(vocabSize ? [join(dir, `tok${vocabSize}.bin`)] : [])]) ??
     listMatching(dir, /^tok.*\.bin$/)[0] ??

@@ -5,13 +5,13 @@
  * Quantized GGUF types follow llama-quantize's recipe (`llamaCppTensorType`), so a slimlm Q4_K_M file has the same
  * tensor types as llama.cpp's.
  */
-import { basename, join } from 'node:path';
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { mkdirSync } from 'node:fs';
 import { GGUFValueType, type GGMLTypeName, type GGUFTypedValue } from '../formats/gguf.js';
 import { castFloat } from '../formats/dtype.js';
 import { writeHFFolder } from '../formats/hf.js';
 import type { HostTensor } from '../formats/tensor.js';
-import type { SentencePieceBPETokenizer } from '../tokenizers/index.js';
+import { writeTokenizerFiles, type SentencePieceBPETokenizer } from '../tokenizers/index.js';
 import { LLAMA_FTYPES, llamaCppTensorType, quantizeGGML, type LlamaFtype } from '../quantize/ggml.js';
 import { hfToGGUFName, writeLlamaGGUF, type Checkpoint } from './checkpoint.js';
 import { expectedTensors } from './config.js';
@@ -72,6 +72,7 @@ export function exportGGUF(ckpt: Checkpoint, out: string, opts: GGUFExportOption
   if (opts.tokenizer && opts.tokenizer.vocabSize !== ckpt.config.vocabSize) {
     throw new ExportError(`tokenizer has ${opts.tokenizer.vocabSize} tokens but the model's vocabulary is ${ckpt.config.vocabSize}`);
   }
+  mkdirSync(dirname(out) || '.', { recursive: true });
   writeLlamaGGUF(out, ckpt.config, (n) => ckpt.getTensor(n), {
     type: (name) => plan.get(hfToGGUFName(name)!)!,
     fileType: LLAMA_FTYPES[opts.type].id,
@@ -84,7 +85,7 @@ export function exportGGUF(ckpt: Checkpoint, out: string, opts: GGUFExportOption
 
 export interface HFExportOptions {
   dtype: 'f32' | 'f16' | 'bf16';
-  /** Tokenizer file to copy beside the weights (tokenizer.json / tokenizer.model; a llama2.c tok*.bin is copied as is). */
+  /** Tokenizer to put beside the weights (any form `writeTokenizerFiles` takes, a .gguf's vocabulary included). */
   tokenizerPath?: string | null;
   onTensor?: (hfName: string) => void;
 }
@@ -101,10 +102,5 @@ export function exportHF(ckpt: Checkpoint, dir: string, opts: HFExportOptions): 
     },
   }));
   writeHFFolder(dir, ckpt.config, entries);
-  const tok = opts.tokenizerPath;
-  if (tok && !tok.endsWith('.gguf')) {
-    copyFileSync(tok, join(dir, basename(tok)));
-    const cfg = join(tok, '..', 'tokenizer_config.json');
-    if (existsSync(cfg)) copyFileSync(cfg, join(dir, 'tokenizer_config.json'));
-  }
+  if (opts.tokenizerPath) writeTokenizerFiles(opts.tokenizerPath, dir);
 }

@@ -39,11 +39,18 @@ function optimumName(layers: number): (name: string) => string {
 export interface OnnxExportOptions {
   /** Also write onnx/model_q4.onnx with this recipe (int4 by default); null = fp32 only. */
   quantized?: QuantRecipe | null;
-  tokenizerDir?: string | null;
+  /** The tokenizer: a folder holding tokenizer.json, or a file in one (default: the model's own). */
+  tokenizer?: string | null;
 }
 
 export function exportTransformersJs(ckpt: Checkpoint, dir: string, opts: OnnxExportOptions = {}): string[] {
   const c = ckpt.config;
+  const tok = opts.tokenizer ?? ckpt.tokenizerPath;
+  const tokDir = tok && fs.statSync(tok, { throwIfNoEntry: false })?.isDirectory() ? tok : tok ? path.dirname(tok) : null;
+  // Checked before anything is written.
+  if (!tokDir || !fs.existsSync(path.join(tokDir, 'tokenizer.json'))) {
+    throw new Error(`transformers.js needs tokenizer.json; none in ${tokDir ?? 'the model\'s folder'} (pass --tokenizer with a folder or file holding one)`);
+  }
   fs.mkdirSync(path.join(dir, 'onnx'), { recursive: true });
   const written: string[] = [];
   const writeGraph = (file: string, weights: WeightSource) => {
@@ -62,11 +69,9 @@ export function exportTransformersJs(ckpt: Checkpoint, dir: string, opts: OnnxEx
   writeBytesAtomic(path.join(dir, 'generation_config.json'), JSON.stringify({
     bos_token_id: c.bosTokenId, eos_token_id: eos.length === 1 ? eos[0] : eos, ...(c.padTokenId !== null ? { pad_token_id: c.padTokenId } : {}),
   }, null, 2) + '\n');
-  const tokDir = opts.tokenizerDir ?? (ckpt.tokenizerPath ? path.dirname(ckpt.tokenizerPath) : null);
   for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
-    const src = tokDir && path.join(tokDir, f);
-    if (src && fs.existsSync(src)) fs.copyFileSync(src, path.join(dir, f));
+    const src = path.join(tokDir, f);
+    if (fs.existsSync(src)) writeBytesAtomic(path.join(dir, f), fs.readFileSync(src));
   }
-  if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) throw new Error(`${dir}: transformers.js needs tokenizer.json; none found next to the model (pass a tokenizer folder)`);
   return written;
 }

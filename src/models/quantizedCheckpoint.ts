@@ -18,7 +18,7 @@ import { openSafetensors, type SafetensorsReader, type TensorEntry } from '../fo
 import type { DType, HostTensor } from '../formats/tensor.js';
 import { BNB4_STATE_BYTES, bnb4FromHF, bnb4ToHF } from '../quantize/bnb4.js';
 import { nbitsBlocks } from '../quantize/nbits.js';
-import { quantizeLinear, recipeLayout, type QuantRecipe } from '../quantize/recipe.js';
+import { checkRecipe, quantizeLinear, recipeLayout, type QuantRecipe } from '../quantize/recipe.js';
 import type { Checkpoint } from './checkpoint.js';
 import { configToHF, expectedTensors, type LlamaConfig } from './config.js';
 import type { LinearLayout, QuantizedLinear, QuantizedWeightProvider } from './quantized.js';
@@ -38,6 +38,7 @@ export function linearNames(config: LlamaConfig): string[] {
 
 /** Quantize on the fly from a float checkpoint (eval, generate --quantize): one Linear at a time, while the graph is written. */
 export function recipeProvider(ckpt: Checkpoint, recipe: QuantRecipe): QuantizedWeightProvider {
+  checkRecipe(recipe);
   const linears = new Set(linearNames(ckpt.config));
   const shapes = expectedTensors(ckpt.config);
   return {
@@ -107,6 +108,7 @@ export interface QuantizeProgress {
  * Returns the written layouts.
  */
 export function writeQuantizedCheckpoint(ckpt: Checkpoint, dir: string, recipe: QuantRecipe, onTensor?: QuantizeProgress): Record<string, LinearLayout> {
+  checkRecipe(recipe);
   const c = ckpt.config;
   const linears = new Set(linearNames(c));
   const names = [...expectedTensors(c).keys()];
@@ -138,16 +140,15 @@ export function writeQuantizedCheckpoint(ckpt: Checkpoint, dir: string, recipe: 
     layouts[isHead ? HEAD_OF_TIED : real] = layout;
     entries.push(...linearEntries(real, layout, recipe, shape, quantized(name, layout, shape), isHead ? HEAD_OF_TIED : real));
   }
-  writeHFFolder(dir, c, entries);
-  const hf = configToHF(c);
-  hf.quantization_config = recipe.type === 'nf4' || recipe.type === 'fp4'
+  // config.json is written last, quantization_config included: a folder is never seen with quantized weights and a float config.
+  const quantizationConfig = recipe.type === 'nf4' || recipe.type === 'fp4'
     ? {
       quant_method: 'bitsandbytes', load_in_4bit: true, load_in_8bit: false, bnb_4bit_quant_type: recipe.type,
       bnb_4bit_use_double_quant: recipe.doubleQuant ?? true, bnb_4bit_compute_dtype: 'float32', bnb_4bit_quant_storage: 'uint8',
       llm_int8_skip_modules: Object.entries(layouts).length < linears.size ? ['lm_head'] : null,
     }
     : { quant_method: 'slimlm', format: 'onnxruntime-matmulnbits', recipe: { ...recipe, keep: recipe.keep?.source ?? null }, layouts };
-  writeBytesAtomic(join(dir, 'config.json'), JSON.stringify(hf, null, 2) + '\n');
+  writeHFFolder(dir, c, entries, { extraConfig: { quantization_config: quantizationConfig } });
   return layouts;
 }
 

@@ -2,10 +2,9 @@
  * Load any model for inference, quantized or not: a quantized HF folder (slimlm or bitsandbytes 4-bit), or any
  * checkpoint openCheckpoint reads, optionally quantized on the fly by a recipe (what `slimlm eval --type` measures).
  */
-import { dirname, join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { recipeLayout, type QuantRecipe } from '../quantize/recipe.js';
-import { openCheckpoint, checkpointSizeBytes } from './checkpoint.js';
+import { openCheckpoint, checkpointSizeBytes, tokenizerBeside } from './checkpoint.js';
 import { checkpointWeights } from './checkpointWeights.js';
 import type { LlamaConfig } from './config.js';
 import { createLlamaModel, type LlamaModel } from './llama.js';
@@ -30,17 +29,13 @@ export interface LoadedModel {
   tokenizerPath: string | null;
 }
 
-function tokenizerNear(dir: string): string | null {
-  for (const f of ['tokenizer.json', 'tokenizer.model']) if (existsSync(join(dir, f))) return join(dir, f);
-  return null;
-}
-
 export async function loadModel(path: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
   if (isQuantizedCheckpoint(path)) {
+    if (opts.quantize) throw new Error(`${path} is already quantized; quantize on the fly (${opts.quantize.type}) only from a float model`);
     const q = openQuantizedCheckpoint(path);
     try {
       const model = await createLlamaModel(q.config, quantizedWeightSource(q.provider, opts), { threads: opts.threads, fused: opts.fused });
-      return { model, config: q.config, format: 'quantized-safetensors', storedBytes: q.storedBytes, tokenizerPath: tokenizerNear(path) };
+      return { model, config: q.config, format: 'quantized-safetensors', storedBytes: q.storedBytes, tokenizerPath: tokenizerBeside(path, q.config.vocabSize) };
     } finally {
       q.close();
     }
@@ -71,7 +66,7 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
       const head = ckpt.config.tieWordEmbeddings ? recipeLayout(opts.quantize, 'model.embed_tokens.weight', ckpt.config.hiddenSize) : null;
       if (head && head.kind !== 'float') storedBytes += linearLayoutBytes(head, ckpt.config.vocabSize, ckpt.config.hiddenSize);
     }
-    return { model, config: ckpt.config, format: ckpt.format, storedBytes, tokenizerPath: ckpt.tokenizerPath ?? tokenizerNear(dirname(path)) };
+    return { model, config: ckpt.config, format: ckpt.format, storedBytes, tokenizerPath: ckpt.tokenizerPath ?? tokenizerBeside(dirname(path), ckpt.config.vocabSize) };
   } finally {
     ckpt.close();
   }

@@ -30,6 +30,18 @@ export interface QuantRecipe {
 
 const LM_HEAD = /^(lm_head\.weight|model\.embed_tokens\.weight)$/;
 
+/** Block sizes ONNX Runtime's MatMulNBits and MatMulBnb4 execute. */
+export const BLOCK_SIZES = [16, 32, 64, 128, 256] as const;
+
+/** Throws a RangeError naming what is wrong with a recipe (before anything is read or written). */
+export function checkRecipe(r: QuantRecipe): void {
+  if (!LINEAR_QUANT_TYPES.includes(r.type)) throw new RangeError(`quantization type must be one of ${LINEAR_QUANT_TYPES.join(', ')}, got ${JSON.stringify(r.type)}`);
+  if (r.blockSize !== undefined && !(BLOCK_SIZES as readonly number[]).includes(r.blockSize)) {
+    throw new RangeError(`block size must be ${BLOCK_SIZES.join(', ')} (what ONNX Runtime's MatMulNBits/MatMulBnb4 run), got ${r.blockSize}`);
+  }
+  if (r.lmHead !== undefined && !['int8', 'float', 'same'].includes(r.lmHead)) throw new RangeError(`LM head treatment must be int8, float or same, got ${JSON.stringify(r.lmHead)}`);
+}
+
 export function recipeBlockSize(r: QuantRecipe): number {
   return r.blockSize ?? (r.type === 'nf4' || r.type === 'fp4' ? 64 : 32);
 }
@@ -47,6 +59,12 @@ export function recipeLayout(r: QuantRecipe, name: string, inFeatures?: number):
   const layout = blockLayout(r, name, inFeatures);
   const rowBlocked = layout.kind === 'nbits';
   return rowBlocked && inFeatures !== undefined && inFeatures % layout.blockSize !== 0 ? { kind: 'float' } : layout;
+}
+
+/** Whether Linear `name` stays float only because its rows are not whole blocks (what `slimlm quantize` warns about). */
+export function fallsBackToFloat(r: QuantRecipe, name: string, inFeatures: number): boolean {
+  const layout = blockLayout(r, name, inFeatures);
+  return layout.kind === 'nbits' && inFeatures % layout.blockSize !== 0;
 }
 
 function blockLayout(r: QuantRecipe, name: string, inFeatures?: number): LinearLayout {

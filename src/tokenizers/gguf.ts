@@ -7,11 +7,18 @@
 import { GGUFFile } from '../formats/gguf.js';
 import { sentencePieceNormalizer } from './normalize.js';
 import { SentencePieceBPETokenizer, type AddedToken } from './sentencepiece-bpe.js';
-import type { Piece, PieceType } from './sentencepiece-model.js';
+import { serializeSentencePieceModel, type NormalizerSpec, type Piece, type PieceType } from './sentencepiece-model.js';
 
 const TOKEN_TYPES: Record<number, PieceType> = { 1: 'normal', 2: 'unknown', 3: 'control', 4: 'user_defined', 5: 'unused', 6: 'byte' };
 
-export function ggufTokenizer(file: string): SentencePieceBPETokenizer {
+interface GGUFVocab {
+  pieces: Piece[];
+  unkId: number | null; bosId: number | null; eosId: number | null; padId: number | null;
+  addBos: boolean; addEos: boolean; addSpacePrefix: boolean;
+  chatTemplate: string | null;
+}
+
+function readGGUFVocab(file: string): GGUFVocab {
   const gguf = GGUFFile.open(file);
   try {
     const model = gguf.string('tokenizer.ggml.model');
@@ -35,23 +42,52 @@ export function ggufTokenizer(file: string): SentencePieceBPETokenizer {
       const v = gguf.value(`tokenizer.ggml.${key}`);
       return typeof v === 'boolean' ? v : fallback;
     };
-    const normalize = sentencePieceNormalizer({
-      name: 'identity', precompiledCharsmap: new Uint8Array(0), addDummyPrefix: flag('add_space_prefix', true),
-      removeExtraWhitespaces: false, escapeWhitespaces: true,
-    }, false);
-    const addedTokens: AddedToken[] = [];
-    pieces.forEach((p, i) => { if (p.type === 'control' || p.type === 'unknown') addedTokens.push({ id: i, content: p.piece, special: true }); });
-    return new SentencePieceBPETokenizer({
-      source: file, format: 'sentencepiece', pieces, byteFallback: pieces.some((p) => p.type === 'byte'), fuseUnk: true,
-      pretokenize: (segment) => { const s = normalize(segment); return s ? [s] : []; },
-      addedTokens,
-      unkId: id('unknown_token_id', pieces.findIndex((p) => p.type === 'unknown')),
+    const unknown = pieces.findIndex((p) => p.type === 'unknown');
+    return {
+      pieces, unkId: id('unknown_token_id', unknown >= 0 ? unknown : null),
       bosId: id('bos_token_id', null), eosId: id('eos_token_id', null), padId: id('padding_token_id', null),
-      addBos: flag('add_bos_token', true), addEos: flag('add_eos_token', false),
+      addBos: flag('add_bos_token', true), addEos: flag('add_eos_token', false), addSpacePrefix: flag('add_space_prefix', true),
       chatTemplate: gguf.string('tokenizer.chat_template') ?? null,
-      leadingSpace: flag('add_space_prefix', true) ? 'sentencepiece' : 'keep',
-    });
+    };
   } finally {
     gguf.close();
   }
+}
+
+/** llama.cpp's SPM text handling: identity normalization, spaces → ▁, an optional dummy prefix, whitespace kept. */
+const ggufNormalizer = (v: GGUFVocab): NormalizerSpec => ({
+  name: 'identity', precompiledCharsmap: new Uint8Array(0), addDummyPrefix: v.addSpacePrefix, removeExtraWhitespaces: false, escapeWhitespaces: true,
+});
+
+export function ggufTokenizer(file: string): SentencePieceBPETokenizer {
+  const v = readGGUFVocab(file);
+  const normalize = sentencePieceNormalizer(ggufNormalizer(v), false);
+  const addedTokens: AddedToken[] = [];
+  v.pieces.forEach((p, i) => { if (p.type === 'control' || p.type === 'unknown') addedTokens.push({ id: i, content: p.piece, special: true }); });
+  return new SentencePieceBPETokenizer({
+    source: file, format: 'sentencepiece', pieces: v.pieces, byteFallback: v.pieces.some((p) => p.type === 'byte'), fuseUnk: true,
+    pretokenize: (segment) => { const s = normalize(segment); return s ? [s] : []; },
+    addedTokens, unkId: v.unkId, bosId: v.bosId, eosId: v.eosId, padId: v.padId, addBos: v.addBos, addEos: v.addEos,
+    chatTemplate: v.chatTemplate, leadingSpace: v.addSpacePrefix ? 'sentencepiece' : 'keep',
+  });
+}
+
+/**
+ * The GGUF's vocabulary as the files a Hugging Face folder carries: a SentencePiece `tokenizer.model` and a
+ * `tokenizer_config.json` (BOS/EOS flags, special tokens, chat template). Loading them gives the same tokenizer as
+ * `ggufTokenizer`; transformers' LlamaTokenizer reads them too.
+ */
+export function ggufTokenizerFiles(file: string): { model: Uint8Array; config: Record<string, unknown> } {
+  const v = readGGUFVocab(file);
+  const model = serializeSentencePieceModel({
+    pieces: v.pieces, modelType: 'bpe', byteFallback: v.pieces.some((p) => p.type === 'byte'), treatWhitespaceAsSuffix: false,
+    unkId: v.unkId ?? -1, bosId: v.bosId ?? -1, eosId: v.eosId ?? -1, padId: v.padId ?? -1, unkSurface: ' \u2047 ', normalizer: ggufNormalizer(v),
+  });
+  const piece = (id: number | null) => (id === null ? null : v.pieces[id]!.piece);
+  const config: Record<string, unknown> = {
+    tokenizer_class: 'LlamaTokenizer', add_bos_token: v.addBos, add_eos_token: v.addEos,
+    bos_token: piece(v.bosId), eos_token: piece(v.eosId), unk_token: piece(v.unkId), pad_token: piece(v.padId),
+    ...(v.chatTemplate ? { chat_template: v.chatTemplate } : {}),
+  };
+  return { model, config };
 }

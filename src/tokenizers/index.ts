@@ -2,5 +2,6 @@
 export type { Tokenizer, EncodeOptions, DecodeOptions, StreamDecoder } from './types.js';
 export { SentencePieceBPETokenizer, type AddedToken, type SentencePieceBPEOptions } from './sentencepiece-bpe.js';
 export { loadTokenizer, sentencePieceTokenizer, huggingFaceTokenizer, llama2cTokenizer, parseTokenizerConfig, type TokenizerConfig } from './load.js';
-export { ggufTokenizer } from './gguf.js';
-export { parseSentencePieceModel, type SentencePieceModel, type Piece, type PieceType } from './sentencepiece-model.js';
+export { ggufTokenizer, ggufTokenizerFiles } from './gguf.js';
+export { writeTokenizerFiles } from './files.js';
+export { parseSentencePieceModel, serializeSentencePieceModel, type SentencePieceModel, type Piece, type PieceType } from './sentencepiece-model.js';

@@ -165,3 +165,49 @@ export function parseSentencePieceModel(buf: Uint8Array, name: string): Sentence
   if (m.pieces.length === 0) throw new Error(`${name}: not a valid SentencePiece model (no pieces)`);
   return m;
 }
+
+/** Minimal protobuf wire-format writer: the fields `serializeSentencePieceModel` emits. */
+class ProtoWriter {
+  private readonly chunks: number[] = [];
+  private varint(v: number): void {
+    // Negative int32 values go on the wire as 10-byte two's-complement varints, as protobuf encodes them.
+    let n = v < 0 ? BigInt.asUintN(64, BigInt(v)) : BigInt(v);
+    do { const b = Number(n & 0x7fn); n >>= 7n; this.chunks.push(n ? b | 0x80 : b); } while (n);
+  }
+  int(field: number, v: number): this { this.varint(field * 8); this.varint(v); return this; }
+  bool(field: number, v: boolean): this { return this.int(field, v ? 1 : 0); }
+  float(field: number, v: number): this {
+    this.varint(field * 8 + 5);
+    const b = new Uint8Array(4); new DataView(b.buffer).setFloat32(0, v, true);
+    this.chunks.push(...b);
+    return this;
+  }
+  bytes(field: number, data: Uint8Array): this {
+    this.varint(field * 8 + 2); this.varint(data.length);
+    for (const b of data) this.chunks.push(b);
+    return this;
+  }
+  string(field: number, s: string): this { return this.bytes(field, new TextEncoder().encode(s)); }
+  finish(): Uint8Array { return Uint8Array.from(this.chunks); }
+}
+
+const PIECE_TYPE_IDS = Object.fromEntries(Object.entries(PIECE_TYPES).map(([id, t]) => [t, Number(id)])) as Record<PieceType, number>;
+const MODEL_TYPE_IDS: Record<string, number> = { unigram: 1, bpe: 2, word: 3, char: 4 };
+
+/**
+ * Serializes a model as a SentencePiece `.model` (ModelProto): the pieces, the trainer fields an encoder reads
+ * (model type, vocab size, byte fallback, special ids) and the normalizer spec. `parseSentencePieceModel` and the
+ * sentencepiece library read it back; what slimlm writes when a tokenizer exists only inside a GGUF.
+ */
+export function serializeSentencePieceModel(m: SentencePieceModel): Uint8Array {
+  const out = new ProtoWriter();
+  for (const p of m.pieces) out.bytes(1, new ProtoWriter().string(1, p.piece).float(2, p.score).int(3, PIECE_TYPE_IDS[p.type]).finish());
+  const modelType = MODEL_TYPE_IDS[m.modelType];
+  if (modelType === undefined) throw new Error(`cannot serialize SentencePiece model type ${m.modelType}`);
+  out.bytes(2, new ProtoWriter().int(3, modelType).int(4, m.pieces.length).bool(24, m.treatWhitespaceAsSuffix).bool(35, m.byteFallback)
+    .int(40, m.unkId).int(41, m.bosId).int(42, m.eosId).int(43, m.padId).string(44, m.unkSurface).finish());
+  const n = m.normalizer;
+  out.bytes(3, new ProtoWriter().string(1, n.name).bytes(2, n.precompiledCharsmap).bool(3, n.addDummyPrefix)
+    .bool(4, n.removeExtraWhitespaces).bool(5, n.escapeWhitespaces).finish());
+  return out.finish();
+}

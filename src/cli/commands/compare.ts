@@ -5,7 +5,7 @@ import { loadModel, type LoadedModel } from '../../models/quantizedModel.js';
 import { LINEAR_QUANT_TYPES, type LinearQuantType } from '../../quantize/recipe.js';
 import { svgChart } from '../../report/plot.js';
 import { loadTokenizer } from '../../tokenizers/index.js';
-import { int, str, threads, threadsOption, UsageError, type Command } from '../common.js';
+import { checkWritable, int, str, threads, threadsOption, UsageError, type Command } from '../common.js';
 import type { EvalReport } from './eval.js';
 import { peakRssBytes } from '../../runtime/index.js';
 
@@ -16,12 +16,17 @@ import { peakRssBytes } from '../../runtime/index.js';
 export const compare: Command = {
   summary: 'evaluate several models (or eval reports) side by side: one table and an SVG plot (size vs perplexity)',
   usage: `slimlm compare A B C … [--data FILE] [--reference PATH] [--ctx N] [--chunks N] [--tokenizer PATH] [--plot OUT.svg] [--threads N]
+  The plot goes to --plot, by default compare.svg in the current folder.
   Each item: a model path, PATH@TYPE (Linear layers quantized on the fly: ${LINEAR_QUANT_TYPES.join(', ')}), or an eval JSON report.`,
   options: { data: { type: 'string' }, reference: { type: 'string' }, ctx: { type: 'string' }, chunks: { type: 'string' },
     tokenizer: { type: 'string' }, plot: { type: 'string' }, ...threadsOption },
   async run(v, items) {
     if (items.length === 0) throw new UsageError('give at least one model or report');
     const ctx = int(v, 'ctx', 128)!;
+    const chunks = int(v, 'chunks');
+    if (chunks !== undefined && chunks < 1) throw new UsageError('--chunks must be at least 1');
+    const plot = str(v, 'plot') ?? 'compare.svg';
+    checkWritable(plot, 'plot');
     const reports: EvalReport[] = [];
     let ref: LoadedModel | null = null;
     try {
@@ -34,11 +39,15 @@ export const compare: Command = {
         if (!ref && str(v, 'reference')) ref = await loadModel(str(v, 'reference')!, { threads: threads(v) });
         const m = await loadModel(path, { threads: threads(v), quantize: type ? { type: type as LinearQuantType } : undefined });
         try {
+          if (ref && ref.config.vocabSize !== m.config.vocabSize) {
+            throw new UsageError(`${item}: its vocabulary (${m.config.vocabSize}) differs from the reference's (${ref.config.vocabSize})`);
+          }
+          if (ctx > m.config.maxPositionEmbeddings) throw new UsageError(`--ctx ${ctx} is longer than ${item}'s context (${m.config.maxPositionEmbeddings})`);
           const tokPath = str(v, 'tokenizer') ?? m.tokenizerPath;
           if (!tokPath) throw new UsageError(`${item}: no tokenizer found; pass --tokenizer`);
           const tok = await loadTokenizer(tokPath);
           const ids = tok.encode(readFileSync(data, 'utf8'), { addBos: false });
-          const r = await evaluatePerplexity(m.model, ids, { ctx, bosId: tok.bosId, maxChunks: int(v, 'chunks') }, ref?.model);
+          const r = await evaluatePerplexity(m.model, ids, { ctx, bosId: tok.bosId, maxChunks: chunks }, ref?.model);
           reports.push({ model: item, type: type ?? m.format, sizeBytes: m.storedBytes, peakRssBytes: peakRssBytes(), ctx, ...r });
         } finally {
           await m.model.dispose();
@@ -55,7 +64,6 @@ export const compare: Command = {
         `${r.top1Agreement !== undefined ? (100 * r.top1Agreement).toFixed(1) + ' %' : ''} | ${r.tokensPerSecond.toFixed(0)} |`),
     ];
     process.stdout.write(rows.join('\n') + '\n');
-    const plot = str(v, 'plot') ?? 'compare.svg';
     writeFileSync(plot, svgChart([{ name: 'models', points: reports.map((r) => [r.sizeBytes / 2 ** 20, r.perplexity] as const) }], {
       title: 'Perplexity vs size', xLabel: 'size on disk (MiB)', yLabel: 'perplexity', kind: 'scatter',
       pointLabels: [reports.map((r) => basename(r.model))],

@@ -1,10 +1,10 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { loadModel } from '../../models/quantizedModel.js';
 import { evaluatePerplexity, type EvalResult } from '../../eval/perplexity.js';
-import { LINEAR_QUANT_TYPES, type LinearQuantType, type QuantRecipe } from '../../quantize/recipe.js';
+import { checkRecipe, LINEAR_QUANT_TYPES, type LinearQuantType, type QuantRecipe } from '../../quantize/recipe.js';
 import { loadTokenizer } from '../../tokenizers/index.js';
 import { progressBar } from '../progress.js';
-import { humanBytes, int, str, threads, threadsOption, UsageError, type Command } from '../common.js';
+import { checkWritable, humanBytes, int, str, threads, threadsOption, UsageError, type Command } from '../common.js';
 import { peakRssBytes } from '../../runtime/index.js';
 
 export interface EvalReport extends EvalResult {
@@ -32,17 +32,32 @@ export const evalCommand: Command = {
     const type = str(v, 'type');
     if (type && !LINEAR_QUANT_TYPES.includes(type as LinearQuantType)) throw new UsageError(`--type must be one of ${LINEAR_QUANT_TYPES.join(', ')}`);
     const ctx = int(v, 'ctx', 128)!;
-    const ref = str(v, 'reference') ? await loadModel(str(v, 'reference')!, { threads: threads(v) }) : null;
+    const chunks = int(v, 'chunks');
+    if (ctx < 4) throw new UsageError('--ctx must be at least 4');
+    if (chunks !== undefined && chunks < 1) throw new UsageError('--chunks must be at least 1');
+    const json = str(v, 'json');
+    if (json) checkWritable(json, 'json');
     const lmHead = str(v, 'lm-head');
-    if (lmHead && !['int8', 'float', 'same'].includes(lmHead)) throw new UsageError('--lm-head must be int8, float or same');
+    if (!type && (lmHead || v['block-size'] !== undefined)) throw new UsageError('--block-size and --lm-head go with --type');
     const recipe: QuantRecipe | undefined = type ? { type: type as LinearQuantType, blockSize: int(v, 'block-size'), lmHead: lmHead as QuantRecipe['lmHead'] } : undefined;
-    const m = await loadModel(modelPath, { threads: threads(v), quantize: recipe });
+    if (recipe) { try { checkRecipe(recipe); } catch (e) { throw new UsageError((e as Error).message); } }
+    const ref = str(v, 'reference') ? await loadModel(str(v, 'reference')!, { threads: threads(v) }) : null;
+    let m: Awaited<ReturnType<typeof loadModel>>;
     try {
+      m = await loadModel(modelPath, { threads: threads(v), quantize: recipe });
+    } catch (e) {
+      await ref?.model.dispose();
+      throw e;
+    }
+    try {
+      if (ctx > m.config.maxPositionEmbeddings) throw new UsageError(`--ctx ${ctx} is longer than the model's context (${m.config.maxPositionEmbeddings})`);
+      if (ref && ref.config.vocabSize !== m.config.vocabSize) {
+        throw new UsageError(`the reference's vocabulary (${ref.config.vocabSize}) differs from the model's (${m.config.vocabSize}): KL and top-1 need the same tokens`);
+      }
       const tokPath = str(v, 'tokenizer') ?? m.tokenizerPath;
       if (!tokPath) throw new UsageError('no tokenizer found next to the model; pass --tokenizer');
       const tok = await loadTokenizer(tokPath);
       const ids = tok.encode(readFileSync(data, 'utf8'), { addBos: false });
-      const chunks = int(v, 'chunks');
       const bar = progressBar('eval', Math.min(Math.floor(ids.length / ctx), chunks ?? Infinity), 'chunks');
       const r = await evaluatePerplexity(m.model, ids, { ctx, bosId: tok.bosId, maxChunks: chunks, onChunk: () => bar.tick() }, ref?.model);
       bar.done();
@@ -58,7 +73,6 @@ export const evalCommand: Command = {
         `speed        ${r.tokensPerSecond.toFixed(0)} tok/s (prompt processing, ${ctx}-token windows)`,
       ];
       process.stdout.write(lines.join('\n') + '\n');
-      const json = str(v, 'json');
       if (json) writeFileSync(json, JSON.stringify(report, null, 2) + '\n');
     } finally {
       await m.model.dispose();

@@ -1,10 +1,10 @@
 import { loadTokenizer } from '../../tokenizers/index.js';
 import { openCheckpoint } from '../../models/checkpoint.js';
+import { isQuantizedCheckpoint } from '../../models/quantizedCheckpoint.js';
 import { exportGGUF, exportHF, GGUF_EXPORT_TYPES, type GGUFExportType } from '../../models/export.js';
-import { dirname } from 'node:path';
 import { exportTransformersJs } from '../../models/exportOnnx.js';
 import { progressBar } from '../progress.js';
-import { str, UsageError, type Command } from '../common.js';
+import { checkOutputPath, str, UsageError, type Command } from '../common.js';
 
 export const exportCommand: Command = {
   summary: 'write a model as a llama.cpp GGUF (with its tokenizer), a Hugging Face folder, or a transformers.js ONNX folder',
@@ -21,23 +21,29 @@ export const exportCommand: Command = {
     if (!model || !out) throw new UsageError('--model and --out are required');
     const format = str(v, 'format') ?? (out.endsWith('.gguf') ? 'gguf' : 'hf');
     const type = (str(v, 'type') ?? (format === 'onnx' ? 'q4' : 'f16')).toLowerCase();
+    if (format === 'gguf' && !GGUF_EXPORT_TYPES.includes(type as GGUFExportType)) throw new UsageError(`--type for gguf must be one of ${GGUF_EXPORT_TYPES.join(', ')}`);
+    if (format === 'hf' && type !== 'f32' && type !== 'f16' && type !== 'bf16') throw new UsageError('--type for hf must be f32, f16 or bf16 (use `slimlm quantize` for 4/8-bit)');
+    if (format === 'onnx' && type !== 'f32' && type !== 'q4') throw new UsageError('--type for onnx must be f32 (model.onnx only) or q4 (model.onnx and model_q4.onnx)');
+    if (!['gguf', 'hf', 'onnx'].includes(format)) throw new UsageError(`--format must be gguf, hf or onnx, got ${JSON.stringify(format)}`);
+    if (format === 'gguf' && !out.endsWith('.gguf')) throw new UsageError('--format gguf writes one file: --out must end in .gguf');
+    if (format !== 'gguf' && out.endsWith('.gguf')) throw new UsageError(`--format ${format} writes a folder; --out must not end in .gguf`);
+    checkOutputPath(model, out);
+    if (isQuantizedCheckpoint(model)) throw new UsageError(`${model} is a quantized folder; export the float model it came from`);
     const ckpt = openCheckpoint(model);
     try {
-      const bar = progressBar('export', ckpt.tensorNames().length, 'tensors');
       const tokPath = str(v, 'tokenizer') ?? ckpt.tokenizerPath;
+      const tokenizer = tokPath ? await loadTokenizer(tokPath) : null;
+      if (tokenizer && tokenizer.vocabSize !== ckpt.config.vocabSize) {
+        throw new UsageError(`tokenizer ${tokPath} has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${ckpt.config.vocabSize}`);
+      }
+      if (!tokenizer) process.stderr.write(`warning: no tokenizer found; the ${format === 'gguf' ? 'GGUF has no tokenizer.ggml.* metadata' : 'folder has no tokenizer files'} (pass --tokenizer)\n`);
+      const bar = progressBar('export', ckpt.tensorNames().length, 'tensors');
       if (format === 'gguf') {
-        if (!GGUF_EXPORT_TYPES.includes(type as GGUFExportType)) throw new UsageError(`--type for gguf must be one of ${GGUF_EXPORT_TYPES.join(', ')}`);
-        const tokenizer = tokPath && !tokPath.endsWith('.gguf') ? await loadTokenizer(tokPath) : null;
-        if (!tokenizer) process.stderr.write('warning: no tokenizer found; the GGUF has no tokenizer.ggml.* metadata (pass --tokenizer)\n');
         exportGGUF(ckpt, out, { type: type as GGUFExportType, tokenizer, onTensor: (n, t) => bar.tick(1, `${n} ${t}`) });
       } else if (format === 'hf') {
-        if (type !== 'f32' && type !== 'f16' && type !== 'bf16') throw new UsageError('--type for hf must be f32, f16 or bf16 (use `slimlm quantize` for 4/8-bit)');
-        exportHF(ckpt, out, { dtype: type, tokenizerPath: tokPath, onTensor: (n) => bar.tick(1, n) });
-      } else if (format === 'onnx') {
-        if (type !== 'f32' && type !== 'q4' && type !== 'f16') throw new UsageError('--type for onnx must be f32 (model.onnx only) or q4 (model.onnx and model_q4.onnx)');
-        exportTransformersJs(ckpt, out, { quantized: type === 'q4' ? { type: 'int4' } : null, tokenizerDir: tokPath ? dirname(tokPath) : null });
+        exportHF(ckpt, out, { dtype: type as 'f32' | 'f16' | 'bf16', tokenizerPath: tokPath, onTensor: (n) => bar.tick(1, n) });
       } else {
-        throw new UsageError(`--format must be gguf, hf or onnx, got ${JSON.stringify(format)}`);
+        exportTransformersJs(ckpt, out, { quantized: type === 'q4' ? { type: 'int4' } : null, tokenizer: tokPath });
       }
       bar.done();
       process.stderr.write(`wrote ${out}\n`);

@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { openCheckpoint } from '../../models/checkpoint.js';
+import { openCheckpoint, tokenizerBeside } from '../../models/checkpoint.js';
+import { isQuantizedCheckpoint, openQuantizedCheckpoint } from '../../models/quantizedCheckpoint.js';
+import type { LinearLayout } from '../../models/quantized.js';
 import { configFromHF, parameterCount, type LlamaConfig } from '../../models/config.js';
 import { buildLlamaGraph, graphParameterCount } from '../../models/llamaGraph.js';
 import { weightFilesBytes } from '../../formats/hf.js';
@@ -17,6 +19,7 @@ export const inspect: Command = {
       const target = positionals[0];
       if (!target) throw new UsageError('a model PATH is required');
       if (target.endsWith('.json')) return inspectConfig(target, v.json === true);
+      if (isQuantizedCheckpoint(target)) return inspectQuantized(target, v.json === true);
       const ckpt = await openCheckpoint(target);
       try {
         const dtypes: Record<string, number> = {};
@@ -52,6 +55,40 @@ export const inspect: Command = {
       }
     },
   };
+
+/** How a Linear layer is stored, in words. */
+function describeLayout(l: LinearLayout): string {
+  switch (l.kind) {
+    case 'nbits': return `int${l.bits}${l.symmetric ? '' : ' asymmetric'}, blocks of ${l.blockSize} (MatMulNBits)`;
+    case 'int8-row': return 'int8, one scale per row';
+    case 'bnb4': return `${l.quantType}, blocks of ${l.blocksize} (bitsandbytes)`;
+    case 'float': return 'float';
+  }
+}
+
+/** A quantized folder (slimlm quantize, or bitsandbytes 4-bit): its config and how each Linear layer is stored. */
+function inspectQuantized(target: string, asJson: boolean): void {
+  const q = openQuantizedCheckpoint(target);
+  try {
+    const c = q.config;
+    const counts: Record<string, number> = {};
+    for (const l of Object.values(q.layouts)) counts[describeLayout(l)] = (counts[describeLayout(l)] ?? 0) + 1;
+    const report = {
+      path: path.resolve(target), format: 'quantized safetensors', config: c, parameters: parameterCount(c),
+      linearLayers: counts, layouts: q.layouts, sizeBytes: weightFilesBytes(target), tokenizer: tokenizerBeside(target, c.vocabSize),
+    };
+    if (asJson) { process.stdout.write(JSON.stringify(report, null, 2) + '\n'); return; }
+    const lines = [
+      ...describeConfig(report.path, report.format, c, report.parameters),
+      `linear        ${Object.entries(counts).map(([what, n]) => `${n} × ${what}`).join('; ')}`,
+      `size          ${humanBytes(report.sizeBytes)}`,
+      `tokenizer     ${report.tokenizer ?? '(none found)'}`,
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    q.close();
+  }
+}
 
 /** A config.json alone: the graph is built without weights, its parameters counted from the graph. */
 function inspectConfig(file: string, asJson: boolean): void {
