@@ -11,9 +11,10 @@
  * non-finite teacher or student value there cannot turn the sum into NaN.
  *
  * Sparse teachers give log p (at T = 1) of their top-k ids. Tail handling (`sparseTail`):
- * - 'bucket' (default): the k ids plus one "rest of the vocabulary" bucket of teacher mass r = 1 − Σ p_topk.
- *   Teacher buckets at temperature T: softmax([log p_1..log p_k, log r] / T) (the tail tempered as one pseudo-token);
- *   student buckets: q_T at the ids and 1 − Σ q_T(ids). Exact at T = 1; no probability mass is invented or dropped.
+ * - 'bucket' (default): the k ids plus one "rest of the vocabulary" bucket, of mass r = 1 − Σ p(ids) for the teacher
+ *   and 1 − Σ q(ids) for the student (both at T = 1). Both sides are softened the same way, the tail as one
+ *   pseudo-token: softmax([log p(ids), log r] / T) and softmax([log q(ids), log(1 − Σ q(ids))] / T). A student
+ *   equal to its teacher has zero loss and zero gradient at every T; no probability mass is invented or dropped.
  * - 'renormalize': both distributions restricted to the top-k ids and renormalized there (tail ignored).
  */
 import type { GraphBuilder, Tensor } from '../graph/index.js';
@@ -97,15 +98,17 @@ export function tokenLosses(g: GraphBuilder, logits: Tensor, labels: Tensor, tea
     } else {
       const ids = g.where(valid3, g.cast(teacher.ids, 'i64'), 0, 'i64');
       const lpk = g.max(g.where(valid3, teacher.logprobs, 0), LOG_FLOOR);
-      const lqk = g.op('GatherElements', [logqT, ids], { axis: 2 }); // student log q_T at the teacher's ids
       if (opts.sparseTail === 'renormalize') {
         lp = g.logSoftmax(g.mul(lpk, 1 / T), -1);
-        lq = g.logSoftmax(lqk, -1);
+        lq = g.logSoftmax(g.op('GatherElements', [logqT, ids], { axis: 2 }), -1); // student log q_T at the teacher's ids
       } else {
-        const tailP = g.max(g.sub(1, g.reduceSum(g.exp(lpk), [-1])), TINY); // [batch, seq, 1]
-        lp = g.logSoftmax(g.mul(g.concat([lpk, g.log(tailP)], -1), 1 / T), -1);
-        const tailQ = g.max(g.sub(1, g.reduceSum(g.exp(lqk), [-1])), TINY);
-        lq = g.concat([lqk, g.log(tailQ)], -1);
+        // k ids + tail bucket at T = 1 for both, then softened alike.
+        const buckets = (lk: Tensor) => {
+          const tail = g.max(g.sub(1, g.reduceSum(g.exp(lk), [-1])), TINY); // [batch, seq, 1]
+          return g.logSoftmax(g.mul(g.concat([lk, g.log(tail)], -1), 1 / T), -1);
+        };
+        lp = buckets(lpk);
+        lq = buckets(g.op('GatherElements', [logq, ids], { axis: 2 }));
       }
     }
     const teacherProbs = teacher.kind === 'dense' && opts.loss === 'kl' ? g.exp(lp) : null;
