@@ -78,13 +78,12 @@ def token_losses(logits, labels, teacher, s):
     lqT = F.log_softmax(logits / T, -1)
     if teacher['kind'] == 'dense':
         lp, lq = F.log_softmax(teacher['logits'] / T, -1), lqT
-    else:  # top-k ids + one tail bucket holding the rest of the mass
-        lpk = teacher['logprobs']
-        tail_p = (1 - lpk.exp().sum(-1, keepdim=True)).clamp(min=1e-30)
-        lp = F.log_softmax(torch.cat([lpk, tail_p.log()], -1) / T, -1)
-        lqk = lqT.gather(-1, teacher['ids'])
-        tail_q = (1 - lqk.exp().sum(-1, keepdim=True)).clamp(min=1e-30)
-        lq = torch.cat([lqk, tail_q.log()], -1)
+    else:  # top-k ids + one tail bucket holding the rest of the mass, both sides at T=1, then softened alike
+        def buckets(lk):
+            tail = (1 - lk.exp().sum(-1, keepdim=True)).clamp(min=1e-30)
+            return F.log_softmax(torch.cat([lk, tail.log()], -1) / T, -1)
+        lp = buckets(teacher['logprobs'])
+        lq = buckets(logq.gather(-1, teacher['ids']))
     div = (lp.exp() * (lp - lq)).sum(-1) if s['loss'] == 'kl' else (lq.exp() * (lq - lp)).sum(-1)
     kd = T * T * div
     total = s['alpha'] * kd + (1 - s['alpha']) * ce

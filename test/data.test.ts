@@ -129,7 +129,7 @@ test('JSONL: text, named field, messages, JSON arrays; clear errors', async () =
   writeFileSync(f, '{"body":"x"}\n{"body":"y"}\n');
   assert.deepEqual((await readExamples(f, { textField: 'body' })).examples.length, 2);
   await assert.rejects(readExamples(f), /no "text", "messages" or prompt\/response fields .* among \["body"\]/);
-  await assert.rejects(readExamples(f, { textField: 'nope' }), /row 1 has no field "nope"/);
+  await assert.rejects(readExamples(f, { textField: 'nope' }), /line 1 has no field "nope"/);
   writeFileSync(f, '{"text":"ok"}\n{"text": oops}\n');
   await assert.rejects(readExamples(f), /line 2: invalid JSON/);
   const j = join(dir, 'd.json');
@@ -207,8 +207,12 @@ test('shuffle is deterministic per (seed, epoch), covers every row once, resumes
   assert.equal(a.train.numBatches(16), Math.ceil(a.train.size / 16));
   const seen = [...a.train.order(2)].sort((x, y) => x - y);
   assert.deepEqual(seen, [...a.train.rows.keys()]);
+  // The fingerprint is of the rows, not of their split: another seed or validation share, same rows, same fingerprint.
   const other = await loadData([STORIES], tok512, { ...opts, seed: 8 });
-  assert.notEqual(other.fingerprint, a.fingerprint); // a different split
+  assert.notDeepEqual(other.validation!.rows.map((r) => key(r.ids)), a.validation!.rows.map((r) => key(r.ids)));
+  assert.equal(other.fingerprint, a.fingerprint);
+  assert.equal((await loadData([STORIES], tok512, { ...opts, validation: 0 })).fingerprint, a.fingerprint);
+  assert.notEqual((await loadData([STORIES], tok512, { ...opts, maxLength: 31 })).fingerprint, a.fingerprint);
   assert.equal(a.stats.examples.validation, Math.round((a.stats.examples.train + a.stats.examples.validation) * 0.1));
   // Validation keeps file order every epoch.
   assert.deepEqual([...a.validation!.batches(0, 8)].map((t) => key(t.inputIds)), [...a.validation!.batches(3, 8)].map((t) => key(t.inputIds)));

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { main } from '../src/cli/main.js';
 import { openCheckpoint } from '../src/models/checkpoint.js';
 import { AutoModelForCausalLM, AutoTokenizer } from '../src/api.js';
@@ -55,6 +55,42 @@ test('distill from a teacher cache; train (CE only) from a flag-string config', 
     '--data', data, '--out', ce, '--steps', '3', '--batch-size', '8', '--threads', '1']), 0);
   assert.ok(existsSync(join(ce, 'model.safetensors')));
   rmSync(dir, { recursive: true, force: true });
+});
+
+test('distill/train flags, student specs and paths are checked before any data or teacher loads', async () => {
+  const work = mkdtempSync(join(tmpdir(), 'slimlm-distill-flags-'));
+  const capture = async (args: string[]) => {
+    const write = process.stderr.write;
+    let text = '';
+    process.stderr.write = ((chunk: string) => { text += chunk; return true; }) as typeof process.stderr.write;
+    try { return { code: await main(args), text }; } finally { process.stderr.write = write; }
+  };
+  const out = join(work, 'out');
+  const base = ['distill', '--teacher', TEACHER, '--data', data, '--out', out, '--steps', '2', '--batch-size', '4', '--threads', '1'];
+  const cases: Array<[string[], RegExp]> = [
+    [['distill', '--teacher', TEACHER.replace('stories260K.bin', 'stories260k.bin'), '--data', data, '--out', out], /no such file or folder/],
+    [[...base, '--lr=-1'], /--lr must be at least 0/],
+    [[...base, '--weight-decay=-5'], /--weight-decay must be at least 0/],
+    [[...base, '--loss', 'jsd', '--jsd-beta', '7'], /--jsd-beta must be in \(0, 1\)/],
+    [[...base, '--epochs', '0'], /--epochs must be at least 1/],
+    [[...base, '--max-length', '1024', '--packing'], /longer than the model's context \(512\)/],
+    [[...base, '--min-tokens=-5'], /--min-tokens must be at least 0/],
+    [[...base, '--student', '{"num_hidden_layers":0}'], /num_hidden_layers must be a positive integer/],
+    [[...base, '--student', '{"hidden_size":"32"}'], /hidden_size must be a positive integer/],
+    [[...base, '--student', '[1,2]'], /expected a JSON object/],
+    [[...base, '--student', join(work, 'missing.json')], /no such file/],
+    [[...base, '--student', 'hidden=16,tied=maybe'], /must be true or false/],
+    [[...base, '--student', 'hidden'], /hidden needs a value/],
+    [['distill', '--teacher', dirname(TEACHER), '--data', data, '--out', dirname(TEACHER)], /would overwrite the input model/],
+    [['train', '--from', TEACHER, '--student', 'hidden=16', '--data', data, '--out', out], /--student applies only to a new one/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await capture(args);
+    assert.notEqual(r.code, 0, args.join(' '));
+    assert.match(r.text, message, args.join(' '));
+    assert.ok(!existsSync(join(out, 'config.json')), `${args.join(' ')} wrote a model`);
+  }
+  rmSync(work, { recursive: true, force: true });
 });
 
 test('bin/slimlm distill re-launches itself with the malloc tunables; the child dies with a SIGKILLed launcher', { skip: process.platform !== 'linux' && 'Linux only' }, async () => {

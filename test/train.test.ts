@@ -10,7 +10,8 @@ import { runTraining } from '../src/distill/trainer.js';
 import { initStudentWeights } from '../src/distill/student.js';
 import { DEFAULT_LOSS } from '../src/distill/losses.js';
 import { DEFAULT_ADAMW } from '../src/distill/optimizer.js';
-import { CheckpointCorruptError, loadTrainingCheckpoint, CHECKPOINT_FILE } from '../src/distill/checkpoint.js';
+import { CheckpointCorruptError, loadTrainingCheckpoint, CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE } from '../src/distill/checkpoint.js';
+import { createTrainBackend } from '../src/distill/worker.js';
 import { StepRunner, type MicroBatch } from '../src/distill/stepRunner.js';
 import { openCheckpoint } from '../src/models/checkpoint.js';
 import { LlamaModel } from '../src/models/llama.js';
@@ -117,6 +118,47 @@ test('corrupt, truncated and foreign checkpoints are refused', async () => {
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
+});
+
+test('--resume falls back to the previous checkpoint when the newest is damaged or missing; other runs are refused', async () => {
+  const out = tmp();
+  const rows = markovRows(12, TINY.vocabSize, 2);
+  const run = (resume: boolean, identity: Record<string, unknown> = { data: 'a' }) => {
+    const lines: string[] = [];
+    return runTraining({
+      outDir: out, config: TINY, weights: initStudentWeights(TINY, 2), train: dataset(rows), runIdentity: identity,
+      loss: { ...DEFAULT_LOSS, loss: 'ce' }, adamw: DEFAULT_ADAMW, lr: 1e-3, epochs: 1, batchSize: 4, saveEvery: 1, resume, seed: 0, threads: 1, inWorker: false,
+      log: (l) => lines.push(l),
+    }).then((r) => ({ ...r, lines }));
+  };
+  try {
+    const first = await run(false);
+    assert.equal(loadTrainingCheckpoint(out).state.step, 3);
+    assert.equal(loadTrainingCheckpoint(join(out, PREVIOUS_CHECKPOINT_FILE)).state.step, 2);
+    // A new run into a folder holding a checkpoint would destroy it: refused.
+    await assert.rejects(run(false), /checkpoint of an earlier run: pass --resume/);
+    // Other data: not the same run.
+    await assert.rejects(run(true, { data: 'b' }), /other settings \(data: "a" → "b"\)/);
+    // The newest checkpoint damaged: resume from the previous one (step 2), ending where the first run ended.
+    const path = join(out, CHECKPOINT_FILE);
+    const bytes = readFileSync(path);
+    bytes[bytes.length - 50] ^= 0x10;
+    writeFileSync(path, bytes);
+    const resumed = await run(true);
+    assert.ok(resumed.lines.some((l) => /checksum mismatch.*moved it to checkpoint\.damaged\.safetensors and continuing from checkpoint\.prev\.safetensors \(step 2\)/.test(l)), resumed.lines.join('\n'));
+    assert.equal(resumed.finalLoss, first.finalLoss);
+    // Only the previous one left (a kill between the two names in an older layout): resumed from it too.
+    rmSync(path);
+    const again = await run(true);
+    assert.equal(again.finalLoss, first.finalLoss);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('a training worker that fails to start is stopped (the process can exit) and its error reported', async () => {
+  await assert.rejects(createTrainBackend(TINY, { params: initStudentWeights(TINY, 1) },
+    { loss: { ...DEFAULT_LOSS, loss: 'jsd', jsdBeta: 7 }, adamw: DEFAULT_ADAMW, teacher: 'dense', gradAccum: 1, threads: 1 }, { inWorker: true }), /beta/);
 });
 
 test('a step with a non-finite loss is skipped and reported; training continues', async () => {

@@ -74,5 +74,6 @@ export function dataOptionsFromValues(v: Values): DataOptions {
     seed: int(v, 'seed', 0),
   };
   if (o.maxLength! < 2) throw new UsageError('--max-length must be at least 2');
+  if (o.minTokens !== undefined && o.minTokens < 0) throw new UsageError('--min-tokens must be at least 0');
   return Object.fromEntries(Object.entries(o).filter(([, x]) => x !== undefined)) as DataOptions;
 }

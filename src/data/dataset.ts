@@ -147,12 +147,14 @@ export function rowKey(ids: Int32Array): Buffer {
   return h.digest().subarray(0, 16);
 }
 
+/**
+ * The rows as a multiset: sha256 over the sorted row keys. Order-free, so any split or shuffle of the same tokenized rows
+ * (another --seed or --validation) has the same fingerprint; other rows, or other tokenization, do not.
+ */
 export function dataFingerprint(rows: Iterable<TokenRow>): string {
+  const keys = [...rows].map((r) => rowKey(r.ids)).sort(Buffer.compare);
   const h = createHash('sha256');
-  for (const r of rows) {
-    h.update(new Uint8Array(Uint32Array.of(r.ids.length).buffer));
-    h.update(new Uint8Array(r.ids.buffer, r.ids.byteOffset, r.ids.byteLength));
-  }
+  for (const k of keys) h.update(k);
   return h.digest('hex');
 }
 

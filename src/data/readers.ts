@@ -60,7 +60,7 @@ export async function readExamples(path: string, opts: ReadOptions = {}): Promis
   const format = opts.format ?? detectFormat(path);
   switch (format) {
     case 'text': return readText(path, opts);
-    case 'jsonl': return fromRecords(path, readJsonl(path), opts);
+    case 'jsonl': { const { records, lines } = readJsonl(path); return fromRecords(path, records, opts, lines && ((n) => `line ${lines[n]}`)); }
     case 'csv': {
       const text = readFileSync(path, 'utf8');
       return fromRecords(path, csvObjects(text, path, extname(path).toLowerCase() === '.tsv' ? '\t' : ',').rows, opts);
@@ -83,23 +83,28 @@ function readText(path: string, opts: ReadOptions): ReadResult {
   return { examples, rowsRead: units.length, empty };
 }
 
-function readJsonl(path: string): Record<string, unknown>[] {
+/** JSON Lines (or a .json array) as records; `lines` gives each JSONL record's line number for messages. */
+function readJsonl(path: string): { records: Record<string, unknown>[]; lines: number[] | null } {
   const text = readFileSync(path, 'utf8').replace(/^\uFEFF/, '');
+  const isObject = (x: unknown) => typeof x === 'object' && x !== null && !Array.isArray(x);
   if (extname(path).toLowerCase() === '.json' && /^\s*\[/.test(text)) {
-    const arr = JSON.parse(text) as unknown;
+    let arr: unknown;
+    try { arr = JSON.parse(text); } catch (e) { throw new DataError(`${path}: invalid JSON (${(e as Error).message})`); }
     if (!Array.isArray(arr)) throw new DataError(`${path}: expected a JSON array of objects`);
-    return arr as Record<string, unknown>[];
+    const bad = arr.findIndex((x) => !isObject(x));
+    if (bad >= 0) throw new DataError(`${path}: item ${bad + 1} of the array is not an object`);
+    return { records: arr as Record<string, unknown>[], lines: null };
   }
-  const rows: Record<string, unknown>[] = [];
+  const records: Record<string, unknown>[] = [], lines: number[] = [];
   text.split('\n').forEach((line, n) => {
     if (line.trim() === '') return;
-    try {
-      rows.push(JSON.parse(line) as Record<string, unknown>);
-    } catch (e) {
-      throw new DataError(`${path}: line ${n + 1}: invalid JSON (${(e as Error).message})`);
-    }
+    let rec: unknown;
+    try { rec = JSON.parse(line); } catch (e) { throw new DataError(`${path}: line ${n + 1}: invalid JSON (${(e as Error).message})`); }
+    if (!isObject(rec)) throw new DataError(`${path}: line ${n + 1} is not a JSON object`);
+    records.push(rec as Record<string, unknown>);
+    lines.push(n + 1);
   });
-  return rows;
+  return { records, lines };
 }
 
 async function readParquet(path: string): Promise<Record<string, unknown>[]> {
@@ -126,7 +131,8 @@ function planFields(path: string, first: Record<string, unknown>, opts: ReadOpti
   throw new DataError(`${path}: no "text", "messages" or prompt/response fields (${PAIRS.map((p) => p.join('/')).join(', ')}) among ${JSON.stringify(Object.keys(first))}; name the field to use`);
 }
 
-function fromRecords(path: string, records: Record<string, unknown>[], opts: ReadOptions): ReadResult {
+function fromRecords(path: string, records: Record<string, unknown>[], opts: ReadOptions, where: ((n: number) => string) | null = null): ReadResult {
+  const at = where ?? ((n: number) => `row ${n + 1}`);
   const examples: Example[] = [];
   let empty = 0;
   if (records.length === 0) return { examples, rowsRead: 0, empty };
@@ -135,13 +141,13 @@ function fromRecords(path: string, records: Record<string, unknown>[], opts: Rea
     if (v === undefined || v === null) return '';
     if (typeof v === 'string') return v;
     if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
-    throw new DataError(`${path}: row ${n + 1}: field "${field}" is not text`);
+    throw new DataError(`${path}: ${at(n)}: field "${field}" is not text`);
   };
   records.forEach((rec, n) => {
-    if (!rec || typeof rec !== 'object') throw new DataError(`${path}: row ${n + 1} is not an object`);
+    if (!rec || typeof rec !== 'object') throw new DataError(`${path}: ${at(n)} is not an object`);
     let ex: Example;
     if (plan.kind === 'text') {
-      if (!(plan.field in rec)) throw new DataError(`${path}: row ${n + 1} has no field "${plan.field}"`);
+      if (!(plan.field in rec)) throw new DataError(`${path}: ${at(n)} has no field "${plan.field}"`);
       ex = { kind: 'text', text: str(rec[plan.field], plan.field, n) };
     } else if (plan.kind === 'pair') {
       const messages = [
@@ -152,10 +158,10 @@ function fromRecords(path: string, records: Record<string, unknown>[], opts: Rea
       ex = { kind: 'chat', messages, promptCompletion: true };
     } else {
       const raw = rec[plan.field];
-      if (!Array.isArray(raw)) throw new DataError(`${path}: row ${n + 1}: "${plan.field}" must be an array of {role, content}`);
+      if (!Array.isArray(raw)) throw new DataError(`${path}: ${at(n)}: "${plan.field}" must be an array of {role, content}`);
       const messages = raw.map((m, k) => {
         if (!m || typeof m !== 'object' || typeof (m as ChatMessage).role !== 'string') {
-          throw new DataError(`${path}: row ${n + 1}: message ${k} must be {role, content}`);
+          throw new DataError(`${path}: ${at(n)}: message ${k} must be {role, content}`);
         }
         return { role: (m as ChatMessage).role, content: str((m as ChatMessage).content, 'content', n) };
       });

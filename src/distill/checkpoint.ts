@@ -5,7 +5,7 @@
  * with the reason, never half-loaded. The previous checkpoint is kept as checkpoint.prev.safetensors.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, renameSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { openSafetensors, writeSafetensors, type TensorEntry } from '../formats/safetensors.js';
 import { configFromHF, configToHF, type LlamaConfig } from '../models/config.js';
@@ -67,7 +67,14 @@ export function saveTrainingCheckpoint(dir: string, config: LlamaConfig, shapes:
     entries.push({ name: `adam_v.${name}`, dtype: 'f32', shape, data: bytes(opt.v.get(name)!) });
   }
   const path = join(dir, CHECKPOINT_FILE);
-  if (existsSync(path)) renameSync(path, join(dir, PREVIOUS_CHECKPOINT_FILE));
+  // The current checkpoint becomes the previous one by a second name (hard link, renamed into place), then the new one
+  // replaces it atomically: at every moment checkpoint.safetensors is a whole checkpoint, so a kill never loses both.
+  if (existsSync(path)) {
+    const link = join(dir, `.${PREVIOUS_CHECKPOINT_FILE}.${process.pid}.tmp`);
+    rmSync(link, { force: true });
+    try { linkSync(path, link); } catch { copyFileSync(path, link); }
+    renameSync(link, join(dir, PREVIOUS_CHECKPOINT_FILE));
+  }
   writeSafetensors(path, entries, {
     slimlm: FORMAT,
     sha256: digest(entries as { name: string; data: Uint8Array }[]),

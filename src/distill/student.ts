@@ -31,14 +31,25 @@ const FLAG_KEYS: Record<string, keyof StudentShape> = {
  * Returns the fields given; missing ones are derived from the teacher by `studentConfig`.
  */
 export function parseStudentSpec(spec: string): { shape: Partial<StudentShape>; json: Record<string, unknown> | null } {
-  if (spec.trim().startsWith('{') || existsSync(spec)) {
+  if (!spec.includes('=') && /\.json$/i.test(spec.trim()) && !existsSync(spec)) throw new StudentError(`student config ${spec}: no such file`);
+  const inline = /^\s*[{[]/.test(spec);
+  if (inline || existsSync(spec)) {
     let json: Record<string, unknown>;
     try {
-      json = JSON.parse(spec.trim().startsWith('{') ? spec : readFileSync(spec, 'utf8'));
+      json = JSON.parse(inline ? spec : readFileSync(spec, 'utf8'));
     } catch (e) {
       throw new StudentError(`student config ${spec}: ${(e as Error).message}`);
     }
-    const n = (k: string) => (typeof json[k] === 'number' ? (json[k] as number) : undefined);
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new StudentError(`student config ${spec}: expected a JSON object like a config.json`);
+    const n = (k: string) => {
+      const v = json[k];
+      if (v === undefined || v === null) return undefined;
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new StudentError(`student config: ${k} must be a positive integer, got ${JSON.stringify(v)}`);
+      return v;
+    };
+    if (json.tie_word_embeddings !== undefined && typeof json.tie_word_embeddings !== 'boolean') {
+      throw new StudentError(`student config: tie_word_embeddings must be true or false, got ${JSON.stringify(json.tie_word_embeddings)}`);
+    }
     const shape: Partial<StudentShape> = {
       hiddenSize: n('hidden_size'), numHiddenLayers: n('num_hidden_layers'), numAttentionHeads: n('num_attention_heads'),
       numKeyValueHeads: n('num_key_value_heads'), intermediateSize: n('intermediate_size'), headDim: n('head_dim'),
@@ -51,7 +62,12 @@ export function parseStudentSpec(spec: string): { shape: Partial<StudentShape>; 
     const [k, v] = part.split('=').map((s) => s.trim());
     const key = FLAG_KEYS[k];
     if (!key) throw new StudentError(`student spec: unknown key '${k}' (known: ${Object.keys(FLAG_KEYS).join(', ')})`);
-    if (key === 'tieWordEmbeddings') { shape.tieWordEmbeddings = v === 'true' || v === '1'; continue; }
+    if (!v) throw new StudentError(`student spec: ${k} needs a value (${k}=N)`);
+    if (key === 'tieWordEmbeddings') {
+      if (!['true', 'false', '1', '0'].includes(v)) throw new StudentError(`student spec: ${k}=${v} must be true or false`);
+      shape.tieWordEmbeddings = v === 'true' || v === '1';
+      continue;
+    }
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1) throw new StudentError(`student spec: ${k}=${v} is not a positive integer`);
     (shape as Record<string, number>)[key] = n;

@@ -5,14 +5,14 @@
  * guard that skips and reports the step, a progress bar, loss curves (CSV + SVG), and the student written as a
  * Hugging Face folder (config.json, model.safetensors, tokenizer files).
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeBytesAtomic } from '../formats/atomic.js';
 import { writeHFFolder } from '../formats/hf.js';
 import { expectedTensors, type LlamaConfig } from '../models/config.js';
 import { progressBar, formatSeconds } from '../cli/progress.js';
 import { svgChart } from '../report/plot.js';
-import { CHECKPOINT_FILE, loadTrainingCheckpoint, saveTrainingCheckpoint, type HistoryRow, type TrainerState } from './checkpoint.js';
+import { CHECKPOINT_FILE, CheckpointCorruptError, loadTrainingCheckpoint, PREVIOUS_CHECKPOINT_FILE, saveTrainingCheckpoint, type HistoryRow, type LoadedCheckpoint, type TrainerState } from './checkpoint.js';
 import type { LossOptions } from './losses.js';
 import { learningRate, type AdamWOptions, type ScheduleOptions } from './optimizer.js';
 import type { MicroBatch, OptimizerState } from './stepRunner.js';
@@ -56,6 +56,8 @@ export interface TrainerOptions {
   extraFiles?: Record<string, string | Uint8Array>;
   /** Diagnostics (default: stderr). */
   log?: (line: string) => void;
+  /** What else defines the run for --resume (e.g. the data's fingerprint, the teacher): a resume must match it. */
+  runIdentity?: Record<string, unknown>;
   /** Called after every step (tests, benchmarks). */
   onStep?: (row: HistoryRow) => void;
 }
@@ -72,7 +74,36 @@ export interface TrainResult {
 
 /** Which options define a run: a resume with different values would not continue the same trajectory. */
 function runKeyOf(o: TrainerOptions): string {
-  return JSON.stringify({ loss: o.loss, adamw: o.adamw, lr: o.lr, schedule: o.schedule ?? 'cosine', warmup: o.warmup ?? 0, epochs: o.maxSteps ? null : o.epochs, maxSteps: o.maxSteps ?? null, batchSize: o.batchSize, gradAccum: o.gradAccum ?? 1, seed: o.seed });
+  return JSON.stringify({ loss: o.loss, adamw: o.adamw, lr: o.lr, schedule: o.schedule ?? 'cosine', warmup: o.warmup ?? 0, epochs: o.maxSteps ? null : o.epochs, maxSteps: o.maxSteps ?? null, batchSize: o.batchSize, gradAccum: o.gradAccum ?? 1, seed: o.seed, ...o.runIdentity });
+}
+
+/** The settings two run keys disagree on, as "name: old → new". */
+function runKeyChanges(before: string, now: string): string {
+  let a: Record<string, unknown>, b: Record<string, unknown>;
+  try { a = JSON.parse(before); b = JSON.parse(now); } catch { return `${before} → ${now}`; }
+  return [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
+    .map((k) => `${k}: ${JSON.stringify(a[k]) ?? 'unset'} → ${JSON.stringify(b[k]) ?? 'unset'}`).join('; ');
+}
+
+const DAMAGED_CHECKPOINT_FILE = 'checkpoint.damaged.safetensors';
+
+/**
+ * The checkpoint --resume continues: checkpoint.safetensors, or the previous one when the newest is missing or fails
+ * its checks (said in the log). Neither usable: the newest one's error.
+ */
+function resumableCheckpoint(dir: string, log: (l: string) => void): LoadedCheckpoint | null {
+  const newest = join(dir, CHECKPOINT_FILE), previous = join(dir, PREVIOUS_CHECKPOINT_FILE);
+  if (!existsSync(newest) && !existsSync(previous)) return null;
+  try {
+    return loadTrainingCheckpoint(existsSync(newest) ? newest : previous);
+  } catch (e) {
+    if (!existsSync(newest) || !existsSync(previous) || !(e instanceof CheckpointCorruptError)) throw e;
+    const ck = loadTrainingCheckpoint(previous);
+    // Set aside, so the next save does not keep it as the previous checkpoint.
+    renameSync(newest, join(dir, DAMAGED_CHECKPOINT_FILE));
+    log(`--resume: ${(e as Error).message}; moved it to ${DAMAGED_CHECKPOINT_FILE} and continuing from ${PREVIOUS_CHECKPOINT_FILE} (step ${ck.state.step})`);
+    return ck;
+  }
 }
 
 export async function runTraining(o: TrainerOptions): Promise<TrainResult> {
@@ -93,9 +124,12 @@ export async function runTraining(o: TrainerOptions): Promise<TrainResult> {
 
   let state: TrainerState = { step: 0, adamStep: 0, epoch: 0, batchInEpoch: 0, seed: o.seed, tokensSeen: 0, skippedSteps: 0, elapsedSeconds: 0, runKey, history: [] };
   let initial: { params: Map<string, Float32Array>; m?: Map<string, Float32Array>; v?: Map<string, Float32Array> } = { params: o.weights };
-  if (o.resume && existsSync(join(o.outDir, CHECKPOINT_FILE))) {
-    const ck = loadTrainingCheckpoint(o.outDir);
-    if (ck.state.runKey !== runKey) throw new Error(`--resume: the checkpoint in ${o.outDir} was made with other options (${ck.state.runKey}); now ${runKey}`);
+  const ck = o.resume ? resumableCheckpoint(o.outDir, log) : null;
+  if (!o.resume && (existsSync(join(o.outDir, CHECKPOINT_FILE)) || existsSync(join(o.outDir, PREVIOUS_CHECKPOINT_FILE)))) {
+    throw new Error(`${o.outDir} holds the checkpoint of an earlier run: pass --resume to continue it, or choose another --out`);
+  }
+  if (ck) {
+    if (ck.state.runKey !== runKey) throw new Error(`--resume: the checkpoint in ${o.outDir} was made with other settings (${runKeyChanges(ck.state.runKey, runKey)})`);
     const arch = (c: LlamaConfig) => [c.vocabSize, c.hiddenSize, c.numHiddenLayers, c.numAttentionHeads, c.numKeyValueHeads, c.intermediateSize, c.headDim, c.tieWordEmbeddings].join(',');
     if (arch(ck.config) !== arch(o.config)) throw new Error(`--resume: the checkpoint holds a different student architecture (${arch(ck.config)} vs ${arch(o.config)})`);
     state = ck.state;

@@ -55,7 +55,12 @@ class WorkerBackend implements TrainBackend {
       ? new Worker(`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); })`, { eval: true })
       : new Worker(entry);
     const backend = new WorkerBackend(worker);
-    await backend.call('init', [config, state, opts]);
+    try {
+      await backend.call('init', [config, state, opts]);
+    } catch (e) {
+      await worker.terminate(); // a live worker would keep the process from exiting
+      throw e;
+    }
     return backend;
   }
 

@@ -1,4 +1,5 @@
 import { existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { AutoTokenizer } from '../../api.js';
 import { loadData, type LoadedData } from '../../data/index.js';
 import { toFloat32 } from '../../formats/dtype.js';
@@ -11,7 +12,7 @@ import { isTeacherCache, openTeacher, readManifest } from '../../distill/teacher
 import { runTraining, tokenizerFilesFrom, type TrainerOptions } from '../../distill/trainer.js';
 import type { Teacher } from '../../distill/types.js';
 import type { Tokenizer } from '../../tokenizers/index.js';
-import { humanCount, int, num, str, threads, threadsOption, UsageError, type Command, type Options, type Values } from '../common.js';
+import { checkOutputPath, humanCount, int, num, str, threads, threadsOption, UsageError, type Command, type Options, type Values } from '../common.js';
 import { dataCliOptions, dataFiles, dataOptionsFromValues, dataUsage } from '../dataOptions.js';
 
 /** Options shared by `distill` and `train`. */
@@ -60,14 +61,25 @@ export async function loadTrainingData(v: Values, tokenizer: Tokenizer): Promise
 export function commonTrainerOptions(v: Values, out: string): Omit<TrainerOptions, 'config' | 'weights' | 'train' | 'loss'> {
   const schedule = (str(v, 'schedule') ?? 'cosine') as TrainerOptions['schedule'];
   if (!['cosine', 'linear', 'constant'].includes(schedule!)) throw new UsageError(`--schedule must be cosine, linear or constant, got ${schedule}`);
+  const atLeastZero = (key: string, fallback: number) => {
+    const x = num(v, key, fallback)!;
+    if (x < 0) throw new UsageError(`--${key} must be at least 0, got ${x}`);
+    return x;
+  };
   return {
     outDir: out,
-    adamw: { ...DEFAULT_ADAMW, weightDecay: num(v, 'weight-decay', 0.01)!, maxGradNorm: num(v, 'max-grad-norm', 1)! },
-    lr: num(v, 'lr', 5e-5)!, schedule, warmup: num(v, 'warmup', 0),
+    adamw: { ...DEFAULT_ADAMW, weightDecay: atLeastZero('weight-decay', 0.01), maxGradNorm: atLeastZero('max-grad-norm', 1) },
+    lr: atLeastZero('lr', 5e-5), schedule, warmup: atLeastZero('warmup', 0),
     epochs: positive(v, 'epochs', 3)!, maxSteps: positive(v, 'steps'), batchSize: positive(v, 'batch-size', 32)!,
     gradAccum: positive(v, 'grad-accum', 1), evalEvery: positive(v, 'eval-every'), evalBatches: positive(v, 'eval-batches'),
     saveEvery: positive(v, 'save-every'), resume: v.resume === true, seed: int(v, 'seed', 0)!, threads: threads(v),
   };
+}
+
+/** Refuses a --max-length the model cannot attend over (RoPE tables end at its context). */
+export function checkMaxLength(v: Values, config: LlamaConfig): void {
+  const maxLength = int(v, 'max-length', 128)!;
+  if (maxLength > config.maxPositionEmbeddings) throw new UsageError(`--max-length ${maxLength} is longer than the model's context (${config.maxPositionEmbeddings})`);
 }
 
 function isLocalModel(spec: string): boolean {
@@ -82,7 +94,7 @@ export const distill: Command = {
                         a teacher cache (slimlm teacher-cache), or an OpenAI-compatible server returning prompt logprobs
   --student CONFIG      JSON config file, or "hidden=512,layers=4,heads=8,kv-heads=4,ffn=1408"; default ≈1/10 of the
                         teacher's parameters. Vocabulary and BOS/EOS/PAD come from the teacher (cache/URL teachers: a JSON
-                        config with vocab_size is required).
+                        config with model_type and vocab_size is required).
   --init fresh|teacher  fresh (HF init, default) or copy the teacher's tensors where shapes match
   --loss kl|rkl|jsd|ce  (default kl) --temperature 2 --alpha 0.5 (alpha·KD + (1−alpha)·CE) --jsd-beta 0.5
   --top-k K             sparse top-k teacher distributions (GGUF/remote teachers default to 64; tail handled as one bucket)
@@ -101,6 +113,11 @@ ${trainerUsage}`,
     };
     if (!(loss.temperature > 0)) throw new UsageError('--temperature must be > 0');
     if (!(loss.alpha >= 0 && loss.alpha <= 1)) throw new UsageError('--alpha must be in [0, 1]');
+    if (!(loss.jsdBeta > 0 && loss.jsdBeta < 1)) throw new UsageError('--jsd-beta must be in (0, 1)');
+    const trainer = commonTrainerOptions(v, out); // every flag checked before the teacher and data load
+    const remote = /^https?:\/\//.test(teacherSpec);
+    if (!remote && !existsSync(teacherSpec)) throw new UsageError(`--teacher ${teacherSpec}: no such file or folder`);
+    if (!remote) checkOutputPath(teacherSpec, out);
     const local = isLocalModel(teacherSpec);
     let teacherCkpt: Checkpoint | null = null;
     let teacher: Teacher | null = null;
@@ -120,8 +137,13 @@ ${trainerUsage}`,
         config = configFromHF(json, spec);
       }
       if (config.vocabSize !== tokenizer.vocabSize) throw new UsageError(`tokenizer vocabulary (${tokenizer.vocabSize}) != student vocabulary (${config.vocabSize})`);
-      const data = await loadTrainingData(v, tokenizer);
+      checkMaxLength(v, teacherCkpt?.config ?? config);
       const topK = int(v, 'top-k');
+      if (topK !== undefined && topK < 1) throw new UsageError('--top-k must be at least 1');
+      if (topK !== undefined && !local && isTeacherCache(teacherSpec)) {
+        throw new UsageError(`--top-k does not apply to a teacher cache: it holds the top-${readManifest(teacherSpec).k} it was built with`);
+      }
+      const data = await loadTrainingData(v, tokenizer);
       teacher = await openTeacher(teacherSpec, { topK, threads: threads(v), tokenizer, expectFingerprint: data.fingerprint });
       const seed = int(v, 'seed', 0)!;
       const weights = initStudentWeights(config, seed);
@@ -135,7 +157,8 @@ ${trainerUsage}`,
       process.stderr.write(`student: hidden ${config.hiddenSize}, ${config.numHiddenLayers} layers, ${config.numAttentionHeads}/${config.numKeyValueHeads} heads, ` +
         `ffn ${config.intermediateSize}: ${humanCount(parameterCount(config))} parameters${teacherParams}; teacher ${teacher.description}\n`);
       await runTraining({
-        ...commonTrainerOptions(v, out), config, weights, train: data.train, validation: data.validation, teacher,
+        ...trainer, config, weights, train: data.train, validation: data.validation, teacher,
+        runIdentity: { data: data.fingerprint, teacher: remote ? teacherSpec : resolve(teacherSpec), topK: topK ?? null, init },
         teacherKind: topK !== undefined || !local || /\.gguf$/i.test(teacherSpec) ? 'sparse' : 'dense', loss,
         extraFiles: tokenizerFilesFrom(tokenizerPath),
       });

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { AutoTokenizer } from '../../api.js';
 import { describeStats, loadData } from '../../data/index.js';
 import { buildTeacherCache, openTeacher, vocabularyHash } from '../../distill/teachers/index.js';
@@ -30,6 +31,8 @@ ${dataUsage}`,
     const batchSize = int(v, 'batch-size', 8)!;
     if (k < 1) throw new UsageError('--top-k must be at least 1');
     if (batchSize < 1) throw new UsageError('--batch-size must be at least 1');
+    const shardRows = int(v, 'shard-rows');
+    if (shardRows !== undefined && shardRows < 1) throw new UsageError('--shard-rows must be at least 1');
     const logprobType = str(v, 'logprobs') ?? 'f16';
     if (logprobType !== 'f16' && logprobType !== 'f32') throw new UsageError('--logprobs must be f16 or f32');
     const api = str(v, 'api');
@@ -46,7 +49,8 @@ ${dataUsage}`,
     process.stderr.write(`data: ${describeStats(data.stats)}\n`);
     const rows = [...data.train.rows, ...(data.validation?.rows ?? [])];
 
-    const teacher = await openTeacher(teacherSpec, {
+    // A local teacher is recorded by absolute path: `distill --teacher CACHE` finds its config and tokenizer from anywhere.
+    const teacher = await openTeacher(isUrl ? teacherSpec : resolve(teacherSpec), {
       topK: k, threads: threads(v), tokenizer, api: api as 'vllm' | undefined, model: str(v, 'model'), ggufEngine: engine as 'slimlm' | undefined,
     });
     try {
@@ -56,7 +60,7 @@ ${dataUsage}`,
       const result = await buildTeacherCache({
         teacher, rows, fingerprint: data.fingerprint, out, k, batchSize, logprobType,
         padId: tokenizer.padId ?? tokenizer.eosId ?? 0, tokenizerHash: vocabularyHash(tokenizer),
-        shardRows: int(v, 'shard-rows'), dataOptions: { files, ...dataOptions, chatTemplate: dataOptions.chatTemplate ? '(file)' : undefined },
+        shardRows, dataOptions: { files, ...dataOptions, chatTemplate: dataOptions.chatTemplate ? '(file)' : undefined },
         onProgress(done, _total, positions) { bar.tick(done - last, `${humanCount(positions)} tokens`); last = done; },
       });
       bar.done();

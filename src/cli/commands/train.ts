@@ -4,8 +4,9 @@ import { openCheckpoint } from '../../models/checkpoint.js';
 import { configFromHF, expectedTensors, parameterCount, type LlamaConfig } from '../../models/config.js';
 import { initStudentWeights, parseStudentSpec, studentConfig } from '../../distill/student.js';
 import { runTraining, tokenizerFilesFrom } from '../../distill/trainer.js';
-import { humanCount, int, str, UsageError, type Command } from '../common.js';
-import { commonTrainerOptions, loadTrainingData, trainerOptions, trainerUsage } from './distill.js';
+import { checkOutputPath, humanCount, int, str, UsageError, type Command } from '../common.js';
+import { checkMaxLength, commonTrainerOptions, loadTrainingData, trainerOptions, trainerUsage } from './distill.js';
+import { resolve } from 'node:path';
 
 export const train: Command = {
   summary: 'train a model with cross-entropy only (baselines, teachers); same trainer as distill',
@@ -20,6 +21,9 @@ ${trainerUsage}`,
     if (!out) throw new UsageError('--out is required');
     const from = str(v, 'from');
     const seed = int(v, 'seed', 0)!;
+    if (from && str(v, 'student')) throw new UsageError('--from continues a model as it is; --student applies only to a new one');
+    if (from) checkOutputPath(from, out);
+    const trainer = commonTrainerOptions(v, out); // every flag checked before the data loads
     let config: LlamaConfig, weights: Map<string, Float32Array>, tokenizerPath: string | null;
     if (from) {
       const ck = openCheckpoint(from);
@@ -45,10 +49,12 @@ ${trainerUsage}`,
     if (!tokenizerPath) throw new UsageError('no tokenizer found; pass --tokenizer');
     const tokenizer = await AutoTokenizer.fromPretrained(tokenizerPath);
     if (tokenizer.vocabSize !== config.vocabSize) throw new UsageError(`tokenizer vocabulary (${tokenizer.vocabSize}) != model vocabulary (${config.vocabSize})`);
+    checkMaxLength(v, config);
     const data = await loadTrainingData(v, tokenizer);
     process.stderr.write(`model: hidden ${config.hiddenSize}, ${config.numHiddenLayers} layers, ${humanCount(parameterCount(config))} parameters\n`);
     await runTraining({
-      ...commonTrainerOptions(v, out), config, weights, train: data.train, validation: data.validation,
+      ...trainer, config, weights, train: data.train, validation: data.validation,
+      runIdentity: { data: data.fingerprint, from: from ? resolve(from) : null },
       loss: { loss: 'ce', temperature: 1, alpha: 0, jsdBeta: 0.5, sparseTail: 'bucket' }, extraFiles: tokenizerFilesFrom(tokenizerPath),
     });
   },
