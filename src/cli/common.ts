@@ -67,14 +67,15 @@ function canonicalPath(p: string): string {
 }
 
 /**
- * Refuses an output that would overwrite the input model: the same path, a folder holding the input, or an existing
- * file inside the input folder. Called before anything is written.
+ * Refuses an output that would overwrite the input model: the same path, the folder the input file sits in (a folder
+ * output writes config.json and model.safetensors there), or an existing file inside the input folder. Called before
+ * anything is written.
  */
 export function checkOutputPath(input: string, out: string): void {
   const a = canonicalPath(input), b = canonicalPath(out);
   const inside = (x: string, dir: string) => x.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep);
   const inputIsFolder = existsSync(a) && statSync(a).isDirectory();
-  if (a === b || inside(a, b) || (inputIsFolder && existsSync(b) && inside(b, a))) {
+  if (a === b || path.dirname(a) === b || (inputIsFolder && existsSync(b) && inside(b, a))) {
     throw new UsageError(`--out ${out} would overwrite the input model ${input}; write somewhere else`);
   }
 }

@@ -10,8 +10,6 @@
  * largest tensor in f32 plus its quantized copy.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { writeBytesAtomic } from '../formats/atomic.js';
 import { toFloat32 } from '../formats/dtype.js';
 import { locateHFFiles, readHFConfig, writeHFFolder } from '../formats/hf.js';
 import { openSafetensors, type SafetensorsReader, type TensorEntry } from '../formats/safetensors.js';
@@ -20,7 +18,7 @@ import { BNB4_STATE_BYTES, bnb4FromHF, bnb4ToHF } from '../quantize/bnb4.js';
 import { nbitsBlocks } from '../quantize/nbits.js';
 import { checkRecipe, quantizeLinear, recipeLayout, type QuantRecipe } from '../quantize/recipe.js';
 import type { Checkpoint } from './checkpoint.js';
-import { configToHF, expectedTensors, type LlamaConfig } from './config.js';
+import { expectedTensors, type LlamaConfig } from './config.js';
 import type { LinearLayout, QuantizedLinear, QuantizedWeightProvider } from './quantized.js';
 
 export class QuantizedCheckpointError extends Error {}

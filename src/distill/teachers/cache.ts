@@ -19,7 +19,7 @@ import { writeBytesAtomic } from '../../formats/atomic.js';
 import { f16BytesToF32, f32ToF16Bytes } from '../../formats/dtype.js';
 import { makeBatch, rowKey, type TokenRow } from '../../data/index.js';
 import type { Teacher, TeacherOutput, TokenBatch } from '../types.js';
-import { batchRows, denseToTopK, PAD_LOGPROB, TeacherError } from './common.js';
+import { batchRows, denseToTopK, PAD_LOGPROB } from './common.js';
 
 export const CACHE_FORMAT = 'slimlm-teacher-cache';
 export const CACHE_VERSION = 1;
