@@ -1,6 +1,7 @@
 /**
  * CSV per RFC 4180 (https://www.rfc-editor.org/rfc/rfc4180): fields separated by commas, records by CRLF (LF and lone CR
  * accepted too); a field in double quotes may hold commas, line breaks and "" for a quote. A UTF-8 BOM is skipped.
+ * A quote inside an unquoted field is kept as text, as Python's csv module and pandas read it (common in TSV files).
  */
 export class CsvError extends Error {}
 
@@ -46,7 +47,6 @@ export function parseCsv(text: string, source = 'csv', delimiter = ','): string[
     let j = i;
     while (j < text.length && text[j] !== delimiter && !isBreak(text[j])) j++;
     const run = text.slice(i, j);
-    if (run.includes('"')) throw new CsvError(`${source}: line ${line}: a quote inside an unquoted field (quote the whole field and double the quote)`);
     field += run;
     atFieldStart = false;
     i = j;
