@@ -250,6 +250,22 @@ test('slots and queue are bounded: a request beyond them gets 503 server_busy, t
   });
 });
 
+test('requests being prefilled count against parallel + max-queue', async () => {
+  const { BatchScheduler, QueueFullError } = await import('../src/serve/scheduler.js');
+  const { resolveGenerationOptions } = await import('../src/generate/index.js');
+  // A model whose prompt pass takes 300 ms: the window where admitted requests are neither queued nor active.
+  const slow = Object.create(lm.model) as typeof lm.model;
+  slow.forward = async (a) => { if (!a.cache) await new Promise((r) => setTimeout(r, 300)); return lm.model.forward(a); };
+  const scheduler = new BatchScheduler(slow, tokenizer, { parallel: 1, maxQueue: 1 });
+  const req = () => ({ promptIds: tokenizer.encode('Once upon a time'), options: resolveGenerationOptions({ maxNewTokens: 8, temperature: 0 }, lm.model.config) });
+  const first = scheduler.submit(req());
+  await new Promise((r) => setTimeout(r, 100)); // the first one is in its prompt pass now
+  const second = scheduler.submit(req());
+  assert.throws(() => scheduler.submit(req()), (e: Error) => e instanceof QueueFullError && /1 sequences running and 1 queued/.test(e.message));
+  await Promise.all([first, second]);
+  await scheduler.close();
+});
+
 test('`slimlm serve` binds 127.0.0.1, needs its --api-key, and stops cleanly on SIGTERM', async () => {
   const { spawn } = await import('node:child_process');
   const entry = 'import("./src/cli/main.ts").then(async (m) => { process.exitCode = await m.main(process.argv.slice(1)); })';

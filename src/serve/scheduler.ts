@@ -75,6 +75,8 @@ export class BatchScheduler {
   readonly maxQueue: number;
   readonly contextLength: number;
   private readonly queue: Sequence[] = [];
+  /** Requests taken off the queue whose prompts are being prefilled (admit), not yet in `active`. */
+  private admitting = 0;
   private active: Sequence[] = [];
   private cache: KVCache | undefined;
   private running = false;
@@ -93,7 +95,7 @@ export class BatchScheduler {
   }
 
   get stats(): SchedulerStats {
-    return { active: this.active.length, queued: this.queue.length, parallel: this.parallel, maxQueue: this.maxQueue, ...this.counters };
+    return { active: this.active.length + this.admitting, queued: this.queue.length, parallel: this.parallel, maxQueue: this.maxQueue, ...this.counters };
   }
 
   /** Resolves when the sequence ends (also when aborted: finishReason 'abort'). Throws QueueFullError at once when full. */
@@ -102,8 +104,9 @@ export class BatchScheduler {
     const { promptIds, options: o } = req;
     if (promptIds.length === 0) throw new RangeError('prompt is empty');
     if (promptIds.length >= this.contextLength) throw new RangeError(`prompt has ${promptIds.length} tokens; the context holds ${this.contextLength}`);
-    if (this.active.length + this.queue.length >= this.parallel + this.maxQueue) {
-      throw new QueueFullError(`server busy: ${this.parallel} sequences running and ${this.queue.length} queued (max ${this.maxQueue})`);
+    const running = this.active.length + this.admitting;
+    if (running + this.queue.length >= this.parallel + this.maxQueue) {
+      throw new QueueFullError(`server busy: ${running} sequences running and ${this.queue.length} queued (max ${this.maxQueue})`);
     }
     return new Promise<SequenceResult>((resolve, reject) => {
       const seq: Sequence = {
@@ -207,6 +210,16 @@ export class BatchScheduler {
     // Joining a running batch needs cache stacking; other models run batch by batch.
     if (this.active.length && !(this.cache instanceof LlamaKVCache && this.model.selectCacheRows)) return;
     const joining = this.queue.splice(0, free);
+    // Off the queue but not yet active while their prompts run: still counted against the limits.
+    this.admitting = joining.length;
+    try {
+      await this.prefill(joining);
+    } finally {
+      this.admitting = 0;
+    }
+  }
+
+  private async prefill(joining: Sequence[]): Promise<void> {
     const width = Math.max(...joining.map((s) => s.req.promptIds.length));
     for (const s of joining) s.mask = [...new Array<number>(width - s.req.promptIds.length).fill(0), ...s.req.promptIds.map(() => 1)];
     const pad = this.model.config.padTokenId ?? 0;
