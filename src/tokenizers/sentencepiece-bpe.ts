@@ -164,12 +164,13 @@ export class SentencePieceBPETokenizer implements Tokenizer {
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
     const ids: number[] = [];
-    if ((opts.addBos ?? this.addBosDefault) && this.bosId !== null) ids.push(this.bosId);
+    const special = opts.add_special_tokens ?? true;
+    if ((opts.addBos ?? (special && this.addBosDefault)) && this.bosId !== null) ids.push(this.bosId);
     for (const seg of this.splitAddedTokens(text, opts.parseSpecial ?? false)) {
       if (typeof seg === 'number') { ids.push(seg); continue; }
       for (const word of this.opts.pretokenize(seg.text, seg.start === 0)) this.encodeWord(word, ids);
     }
-    if ((opts.addEos ?? this.addEosDefault) && this.eosId !== null) ids.push(this.eosId);
+    if ((opts.addEos ?? (special && this.addEosDefault)) && this.eosId !== null) ids.push(this.eosId);
     return ids;
   }
 
@@ -181,7 +182,7 @@ export class SentencePieceBPETokenizer implements Tokenizer {
   }
 
   createStreamDecoder(opts: DecodeOptions = {}): StreamDecoder {
-    const skipSpecial = opts.skipSpecialTokens ?? false;
+    const skipSpecial = opts.skipSpecialTokens ?? opts.skip_special_tokens ?? false;
     const mode = this.opts.leadingSpace;
     // SentencePiece's decoder state (sentencepiece_processor.cc Decode): is_bos_ws, bos_ws_seen, text non-empty.
     let bosWs = true, bosWsSeen = false, emitted = false, stripped = false;

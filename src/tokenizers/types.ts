@@ -6,9 +6,12 @@ export interface EncodeOptions {
   addEos?: boolean;
   /** Split special tokens written in the text (e.g. "<s>") out as their ids. Default false. */
   parseSpecial?: boolean;
+  /** transformers.js spelling: false = neither BOS nor EOS (unless addBos/addEos say otherwise). */
+  add_special_tokens?: boolean;
 }
 
-export interface DecodeOptions { skipSpecialTokens?: boolean }
+/** `skip_special_tokens` is the transformers.js spelling of `skipSpecialTokens`. */
+export interface DecodeOptions { skipSpecialTokens?: boolean; skip_special_tokens?: boolean }
 
 export interface StreamDecoder {
   /** Text that became final with this token; never ends inside a UTF-8 character. */
