@@ -38,6 +38,8 @@ test('generate with no --model uses the shipped stories260K, and a prompt prints
   const cont = slimlm('generate', '--temperature', '0', '--max-new-tokens', '12', '--prompt', 'Once upon a time,');
   assert.equal(cont.code, 0, cont.stderr);
   assert.ok(cont.stdout.startsWith(' there was a little girl'), JSON.stringify(cont.stdout));
+  // The prompt as a plain argument, as `ollama run` / `llm` users type it.
+  assert.equal(slimlm('generate', '--temperature', '0', '--max-new-tokens', '12', 'Once upon a time,').stdout, cont.stdout);
 });
 
 test('sampling is reproducible by seed and differs across seeds', () => {
@@ -99,6 +101,9 @@ test('bad input gets a clear error and a non-zero exit code', () => {
     [['generate', '--bogus'], /bogus/, 2],
     [['generate', '--tokenizer', path.join(shared, 'tokenizers/mistral-7b-v0.1')], /vocabulary/, 2],
     [['frobnicate'], /unknown command/, 2],
+    [['generate', 'Hi', '--prompt', 'Hello'], /give the prompt once/, 2],
+    [['quantize', 'stray', '--model', 'x', '--out', 'y', '--type', 'int4'], /unexpected argument "stray"/, 2],
+    [['generate', '--top-p', '0'], /^slimlm generate: topP must be/m, 1],
   ];
   for (const [args, message, code] of cases) {
     const r = slimlm(...args);

@@ -168,6 +168,11 @@ test('bad requests get OpenAI error objects with the right status, and the serve
       ['prompt longer than the context', () => post({ ...ok, messages: [{ role: 'user', content: 'word '.repeat(400) }] }), 400, 'context_length_exceeded'],
       ['prompt + max_tokens over the context', () => post({ ...ok, max_tokens: 250 }), 400, 'context_length_exceeded'],
       ['body over the size limit', () => post({ ...ok, messages: [{ role: 'user', content: 'x'.repeat(100_000) }] }), 413, 'request_too_large'],
+      ['body far over the size limit (not drained)', () => post({ ...ok, messages: [{ role: 'user', content: 'x'.repeat(3_000_000) }] }), 413, 'request_too_large'],
+      ['malformed model id', () => raw(`${s.url}/v1/models/%E0%A4%A`, 'GET'), 400, 'invalid_value'],
+      ['top_k below -1', () => post({ ...ok, top_k: -2 }), 400, 'invalid_value'],
+      ['min_p out of range', () => post({ ...ok, min_p: 2 }), 400, 'invalid_value'],
+      ['repetition_penalty 0', () => post({ ...ok, repetition_penalty: 0 }), 400, 'invalid_value'],
       ['completions: prompt is an object', () => raw(`${s.url}/v1/completions`, 'POST', JSON.stringify({ model: 'stories260K', prompt: { a: 1 } })), 400, 'invalid_type'],
       ['completions: token id out of vocabulary', () => raw(`${s.url}/v1/completions`, 'POST', JSON.stringify({ model: 'stories260K', prompt: [1, 99999] })), 400, 'invalid_value'],
       ['GET on a POST route', () => raw(chatUrl, 'GET'), 405, 'method_not_allowed'],
@@ -247,6 +252,20 @@ test('slots and queue are bounded: a request beyond them gets 503 server_busy, t
     assert.equal((await long).status, 200);
     const after = await raw(`${s.url}/v1/chat/completions`, 'POST', JSON.stringify({ model: 'stories260K', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4 }));
     assert.equal(after.status, 200, after.body);
+  });
+});
+
+test('top_k, min_p and repetition_penalty (vLLM / llama.cpp server extensions) are honoured, not ignored', async () => {
+  await withServer({}, async (s) => {
+    const complete = async (extra: Record<string, unknown>) => {
+      const r = await raw(`${s.url}/v1/completions`, 'POST', JSON.stringify({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 24, seed: 7, ...extra }));
+      assert.equal(r.status, 200, r.body);
+      return r.json.choices[0].text as string;
+    };
+    const greedy = await complete({ temperature: 0 });
+    assert.equal(await complete({ temperature: 1, top_k: 1 }), greedy);
+    assert.equal(await complete({ temperature: 1, min_p: 1 }), greedy);
+    assert.notEqual(await complete({ temperature: 0, repetition_penalty: 5 }), greedy);
   });
 });
 

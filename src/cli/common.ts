@@ -13,6 +13,8 @@ export interface Command {
   summary: string;
   usage: string;
   options: Options;
+  /** Takes arguments besides flags (paths, a prompt); without this a stray argument is a usage error. */
+  positionals?: boolean;
   run(values: Values, positionals: string[]): Promise<void>;
 }
 

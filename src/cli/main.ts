@@ -61,10 +61,12 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     const { values, positionals } = parseArgs({ args: rest, options: cmd.options, allowPositionals: true, strict: true });
+    if (!cmd.positionals && positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])} (flags take --name VALUE)`);
     await cmd.run(values, positionals);
     return 0;
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
+    const raw = err instanceof Error ? err.message : String(err);
+    const message = raw.startsWith(`${name}: `) ? raw.slice(name.length + 2) : raw; // no "slimlm generate: generate: …"
     const isUsage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
     process.stderr.write(`slimlm ${name}: ${message}\n`);
     if (isUsage) process.stderr.write(`\n${cmd.usage}\n`);

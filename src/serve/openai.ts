@@ -2,6 +2,7 @@
  * The OpenAI request surface (https://platform.openai.com/docs/api-reference/chat/create, …/completions/create):
  * request validation with OpenAI-style errors `{error: {message, type, param, code}}`. Fields slimlm cannot honour
  * (n > 1, logprobs, tools, suffix, echo) are refused rather than silently ignored; pure hints (user, penalties of 0) pass.
+ * Sampling extensions that vLLM and llama.cpp's server accept are honoured: top_k (-1 or 0 = off), min_p, repetition_penalty.
  */
 import type { ChatMessage } from '../chat/index.js';
 
@@ -32,6 +33,10 @@ export interface ParsedRequest {
   maxTokens: number | undefined;
   temperature: number;
   topP: number;
+  /** 0 = off. */
+  topK: number;
+  minP: number;
+  repetitionPenalty: number;
   stop: string[];
   seed: number | undefined;
 }
@@ -96,6 +101,12 @@ function parseCommon(b: Json): Omit<ParsedRequest, 'messages' | 'prompt'> {
   const topP = optional(b, 'top_p', isNumber, 'a number') ?? 1;
   if (topP < 0 || topP > 1) throw bad(`'top_p' must be in [0, 1], got ${topP}`, 'top_p', 'invalid_value');
   const seed = optional(b, 'seed', isInt, 'an integer');
+  const topK = optional(b, 'top_k', isInt, 'an integer') ?? 0;
+  if (topK < -1) throw bad(`'top_k' must be -1 (off), 0 (off) or positive, got ${topK}`, 'top_k', 'invalid_value');
+  const minP = optional(b, 'min_p', isNumber, 'a number') ?? 0;
+  if (minP < 0 || minP > 1) throw bad(`'min_p' must be in [0, 1], got ${minP}`, 'min_p', 'invalid_value');
+  const repetitionPenalty = optional(b, 'repetition_penalty', isNumber, 'a number') ?? 1;
+  if (!(repetitionPenalty > 0)) throw bad(`'repetition_penalty' must be > 0, got ${repetitionPenalty}`, 'repetition_penalty', 'invalid_value');
 
   let stop: string[] = [];
   const s = b.stop;
@@ -104,7 +115,7 @@ function parseCommon(b: Json): Omit<ParsedRequest, 'messages' | 'prompt'> {
   else if (s !== undefined && s !== null) throw bad(`'stop' must be a string or an array of strings, got ${describe(s)}`, 'stop', 'invalid_type');
   if (stop.length > 4 || stop.some((x) => typeof x !== 'string' || x.length === 0)) throw bad("'stop' must hold at most 4 non-empty strings", 'stop', 'invalid_value');
 
-  return { model, stream, includeUsage, maxTokens, temperature, topP, stop, seed };
+  return { model, stream, includeUsage, maxTokens, temperature, topP, topK: Math.max(0, topK), minP, repetitionPenalty, stop, seed };
 }
 
 const ROLES = new Set(['system', 'developer', 'user', 'assistant']);

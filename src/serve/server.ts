@@ -117,7 +117,9 @@ class Handler {
     }
     if (path.startsWith('/v1/models/')) {
       route('GET');
-      this.checkModel(decodeURIComponent(path.slice('/v1/models/'.length)));
+      let id: string;
+      try { id = decodeURIComponent(path.slice('/v1/models/'.length)); } catch { throw new ApiError(400, `malformed model id in ${path}`, 'invalid_request_error', 'model', 'invalid_value'); }
+      this.checkModel(id);
       return json(res, 200, this.modelCard());
     }
     if (path === '/v1/chat/completions' || path === '/v1/completions') {
@@ -139,7 +141,8 @@ class Handler {
       res.end(`data: ${JSON.stringify(apiErr.body())}\n\n`);
       return;
     }
-    json(res, apiErr.status, apiErr.body(), apiErr.status === 503 ? { 'Retry-After': '1' } : {});
+    // A body too large to drain is left unread: answer, and let Connection: close end the socket.
+    json(res, apiErr.status, apiErr.body(), apiErr.status === 503 ? { 'Retry-After': '1' } : apiErr.code === 'request_too_large' ? { Connection: 'close' } : {});
   }
 
   private authorize(req: http.IncomingMessage): void {
@@ -200,7 +203,7 @@ class Handler {
     const eos = [...eosIds(this.o.model.config), ...(tokenizer.eosId !== null ? [tokenizer.eosId] : []), ...(chat ? this.o.chat.endTokenIds : [])];
     return {
       maxNewTokens: wanted,
-      sampling: { doSample: !greedy, temperature: greedy ? 1 : p.temperature, topK: 0, topP: greedy ? 1 : p.topP, minP: 0, repetitionPenalty: 1 },
+      sampling: { doSample: !greedy, temperature: greedy ? 1 : p.temperature, topK: p.topK, topP: greedy ? 1 : p.topP, minP: p.minP, repetitionPenalty: p.repetitionPenalty },
       seed: p.seed,
       stopStrings: [...new Set([...(chat ? this.o.chat.stopStrings : []), ...p.stop])],
       eosTokenIds: [...new Set(eos)],
@@ -275,7 +278,9 @@ function readJson(req: http.IncomingMessage, limit: number): Promise<unknown> {
       size += chunk.length;
       if (size <= limit) chunks.push(chunk);
       else if (size > limit * 16 || declared > limit * 16) {
-        req.destroy(); // not worth draining
+        // Not worth draining: stop reading; the 413 goes out with Connection: close.
+        req.removeAllListeners('data');
+        req.pause();
         reject(tooLarge());
       }
     });

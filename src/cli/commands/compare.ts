@@ -20,6 +20,7 @@ export const compare: Command = {
   Each item: a model path, PATH@TYPE (Linear layers quantized on the fly: ${LINEAR_QUANT_TYPES.join(', ')}), or an eval JSON report.`,
   options: { data: { type: 'string' }, reference: { type: 'string' }, ctx: { type: 'string' }, chunks: { type: 'string' },
     tokenizer: { type: 'string' }, plot: { type: 'string' }, ...threadsOption },
+  positionals: true,
   async run(v, items) {
     if (items.length === 0) throw new UsageError('give at least one model or report');
     const ctx = int(v, 'ctx', 128)!;

@@ -1,9 +1,9 @@
-import { int, str, threadsOption, type Command } from '../common.js';
+import { int, str, threadsOption, UsageError, type Command } from '../common.js';
 import { loadModelAndTokenizer, samplingFlags, samplingOptions } from '../modelOptions.js';
 
 export const generate: Command = {
     summary: 'generate a continuation of a prompt',
-    usage: `slimlm generate [--model PATH] [--tokenizer PATH] [--prompt TEXT] [--max-new-tokens N] [--temperature T]
+    usage: `slimlm generate [--model PATH] [--tokenizer PATH] [--prompt TEXT | TEXT] [--max-new-tokens N] [--temperature T]
                 [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--threads N]
   Prints only the generated continuation on stdout; timings on stderr.
   Defaults: the shipped stories260K model, empty prompt (starts from BOS), 256 new tokens,
@@ -13,12 +13,14 @@ export const generate: Command = {
       'max-new-tokens': { type: 'string' }, ...samplingFlags,
       stop: { type: 'string', multiple: true }, quiet: { type: 'boolean' }, ...threadsOption,
     },
-    async run(v) {
+    positionals: true,
+    async run(v, positionals) {
       const sampling = samplingOptions(v); // flags checked before the model loads
+      if (positionals.length && str(v, 'prompt') !== undefined) throw new UsageError('give the prompt once: as --prompt TEXT or as an argument');
       const maxNewTokens = int(v, 'max-new-tokens', 256);
       const { model, tokenizer } = await loadModelAndTokenizer(v);
       try {
-        const promptIds = tokenizer.encode(str(v, 'prompt') ?? '');
+        const promptIds = tokenizer.encode(str(v, 'prompt') ?? positionals.join(' '));
         const result = await model.generate(promptIds, {
           maxNewTokens,
           ...sampling,

@@ -15,6 +15,7 @@ export const inspect: Command = {
   PATH: a Hugging Face folder, a .safetensors file, a llama2.c .bin or a .gguf; or a config.json alone
   (the graph is built without weights and its parameters counted).`,
     options: { json: { type: 'boolean' } },
+    positionals: true,
     async run(v, positionals) {
       const target = positionals[0];
       if (!target) throw new UsageError('a model PATH is required');

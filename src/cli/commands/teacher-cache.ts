@@ -21,6 +21,7 @@ ${dataUsage}`,
     'batch-size': { type: 'string' }, logprobs: { type: 'string' }, 'shard-rows': { type: 'string' }, api: { type: 'string' },
     model: { type: 'string' }, 'gguf-engine': { type: 'string' }, ...threadsOption, ...dataCliOptions,
   },
+  positionals: true,
   async run(v, positionals) {
     const teacherSpec = str(v, 'teacher');
     const out = str(v, 'out');
