@@ -138,3 +138,23 @@ test('GGUF header larger than the writer\'s 64 KiB chunks (a 32000-token vocabul
   assert.equal(f.value('tokenizer.ggml.tokens') instanceof Array && (f.value('tokenizer.ggml.tokens') as string[])[1], '<s>');
   f.close();
 });
+
+test('a GGUF whose vocabulary came from tokenizer.json (merge ranks, no scores) tokenizes in llama.cpp as SentencePiece does', async () => {
+  const mistral = await loadTokenizer('../shared/tokenizers/mistral-7b-v0.1/tokenizer.json');
+  const out = join(dir, 'tiny-mistral-vocab.gguf');
+  const ckpt = openCheckpoint('../shared/fixtures/llama-2-tiny-random.gguf');
+  try { exportGGUF(ckpt, out, { type: 'f16', tokenizer: mistral }); } finally { ckpt.close(); }
+  // SentencePiece's own ids for these texts (test/fixtures/tokenizer/mistral.json, scripts/make_tokenizer_fixture.py).
+  const { entries } = JSON.parse((await import('node:fs')).readFileSync('test/fixtures/tokenizer/mistral.json', 'utf8')) as { entries: { text: string; ids: number[] }[] };
+  const model = await llama.loadModel({ modelPath: out });
+  try {
+    let checked = 0;
+    for (const e of entries) {
+      assert.deepEqual(Array.from(model.tokenize(e.text, false)).map(Number), e.ids, JSON.stringify(e.text));
+      checked++;
+    }
+    assert.ok(checked > 50, `${checked} texts`);
+  } finally {
+    await model.dispose();
+  }
+});

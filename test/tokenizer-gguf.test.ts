@@ -13,7 +13,7 @@ const gguf = path.join(root, '../shared/fixtures/llama-2-tiny-random.gguf');
 
 function sampleTexts(): string[] {
   const handwritten = ['Hello world', '안녕하세요,  반가워요!', '  lead\tand\n\ntrail  ', '🙂 123 4567', 'a', ' ', '\n', '👩‍👩‍👧 family',
-    '日本語のテキストと中文', 'emoji 🤖🤖 run', 'x'.repeat(50), 'The year 1999 — “quoted” text…', '탭\t뒤에 공백   여러 개'];
+    '日本語のテキストと中文', 'emoji 🤖🤖 run', 'x'.repeat(50), 'The year 1999 — “quoted” text…', '탭\t뒤에 공백   여러 개', '\ufeffBOM first', 'mid\ufeffBOM'];
   const chatbot = fs.readFileSync(path.join(root, '../shared/datasets/ChatbotData.csv'), 'utf8').split('\n').slice(1, 120);
   const wiki = fs.readFileSync(path.join(root, '../shared/datasets/wiki.test.raw'), 'utf8').split('\n').filter((l) => l.trim()).slice(0, 60);
   return [...handwritten, ...chatbot, ...wiki];

@@ -178,3 +178,14 @@ test('a SentencePiece model written by serializeSentencePieceModel reads back fi
     checkSentencePiece(`${file} written back`, sentencePieceTokenizer(bytes, 'written'), entries);
   }
 });
+
+test('a piece that is U+FEFF survives loading (TextDecoder would drop a leading BOM): .model, .json and SentencePiece agree', async () => {
+  const model = await loadTokenizer(MISTRAL + 'tokenizer.model');
+  const json = await loadTokenizer(MISTRAL + 'tokenizer.json');
+  assert.equal(model.idToToken(31759), '\ufeff');
+  assert.equal(model.tokenToId(''), undefined);
+  // SentencePiece 0.1.97 (python3-sentencepiece) on the same tokenizer.model: [28705, 31759, 28760, 4341].
+  assert.deepEqual(model.encode('\ufeffBOM', { addBos: false }), [28705, 31759, 28760, 4341]);
+  assert.deepEqual(json.encode('\ufeffBOM', { addBos: false }), [28705, 31759, 28760, 4341]);
+  assert.equal(model.decode([28705, 31759, 28760, 4341]), '\ufeffBOM');
+});

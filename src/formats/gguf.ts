@@ -203,7 +203,7 @@ class Cursor {
   }
 }
 
-const utf8 = new TextDecoder('utf-8');
+const utf8 = new TextDecoder('utf-8', { ignoreBOM: true }); // a string (a vocabulary piece) may start with U+FEFF
 
 export class GGUFFile {
   readonly version: number;

@@ -49,7 +49,7 @@ export class PrecompiledCharsmap {
         for (let k = 0; k < len && i < bytes.length; k++) out.push(bytes[i++]!);
       }
     }
-    return new TextDecoder().decode(new Uint8Array(out));
+    return new TextDecoder("utf-8", { ignoreBOM: true }).decode(new Uint8Array(out)); // a leading U+FEFF is text here
   }
 }
 

@@ -135,6 +135,17 @@ export function huggingFaceTokenizer(json: Json, file: string, config: Tokenizer
   const full = pieces as Piece[];
 
   const merges = ((model.merges ?? []) as (string | [string, string])[]).map((m) => (typeof m === 'string' ? splitMerge(m, file) : m));
+  // tokenizer.json has merge ranks, not SentencePiece scores. Scores that order merged pieces by their first merge's
+  // rank make SentencePiece's highest-score-first merging (llama.cpp's SPM tokenizer, a written tokenizer.model) pick
+  // the same merges; pieces no merge makes score below all of them, special tokens 0.
+  const scored = new Set<string>();
+  merges.forEach(([a, b], rank) => {
+    const id = vocab[a + b];
+    if (id === undefined || scored.has(a + b)) return;
+    scored.add(a + b);
+    full[id]!.score = -rank;
+  });
+  for (const p of full) if (p.type === 'normal' && !scored.has(p.piece)) p.score = -merges.length - 1;
 
   const normalizer = hfNormalizer(json.normalizer, file);
   const preTokenizer = hfPreTokenizer(json.pre_tokenizer, file);
@@ -176,7 +187,7 @@ export function llama2cTokenizer(buf: Uint8Array, file: string, config: Tokenize
   const maxLen = view.getInt32(0, true);
   if (maxLen <= 0 || maxLen > 1 << 16) throw new Error(`${file}: not a llama2.c tokenizer (max_token_length ${maxLen})`);
   const pieces: Piece[] = [];
-  const utf8 = new TextDecoder('utf-8', { fatal: false });
+  const utf8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true }); // a piece may be U+FEFF itself
   for (let pos = 4; pos < buf.length;) {
     if (pos + 8 > buf.length) throw new Error(`${file}: truncated llama2.c tokenizer at token ${pieces.length} (byte ${pos})`);
     const score = view.getFloat32(pos, true);

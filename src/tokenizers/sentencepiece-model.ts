@@ -72,7 +72,8 @@ class ProtoReader {
     this.pos += len;
     return out;
   }
-  string(): string { return new TextDecoder('utf-8', { fatal: true }).decode(this.bytes()); }
+  // ignoreBOM: a piece may be U+FEFF itself (Mistral's 31759), which a default TextDecoder would drop.
+  string(): string { return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(this.bytes()); }
   sub(): ProtoReader {
     const len = this.varint();
     if (this.pos + len > this.end) this.fail(`sub-message of ${len} bytes overruns its parent`);
