@@ -226,3 +226,16 @@ test('checkpoint errors name the file and the tensor: missing, wrong shape, unex
   src.close();
   rmSync(dir, { recursive: true });
 });
+
+test('config.json: transformers 5 rope_parameters read, RoPE scaling and other activations refused rather than run wrong', async () => {
+  const { configFromHF } = await import('../src/models/config.js');
+  const base = { model_type: 'llama', vocab_size: 32, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2 };
+  assert.equal(configFromHF(base).ropeTheta, 10000);
+  assert.equal(configFromHF({ ...base, rope_theta: 500000 }).ropeTheta, 500000);
+  assert.equal(configFromHF({ ...base, rope_parameters: { rope_type: 'default', rope_theta: 100 } }).ropeTheta, 100);
+  assert.equal(configFromHF({ ...base, rope_scaling: { rope_type: 'default' } }).ropeTheta, 10000);
+  assert.equal(configFromHF({ ...base, hidden_act: 'silu' }).modelType, 'llama');
+  assert.throws(() => configFromHF({ ...base, rope_parameters: { rope_type: 'linear', factor: 4, rope_theta: 10000 } }), /rope_parameters .* is not supported/);
+  assert.throws(() => configFromHF({ ...base, rope_scaling: { type: 'dynamic', factor: 2 } }), /rope_scaling .* is not supported/);
+  assert.throws(() => configFromHF({ ...base, hidden_act: 'relu' }), /hidden_act "relu" is not supported/);
+});

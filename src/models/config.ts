@@ -57,10 +57,19 @@ export function configFromHF(json: unknown, source = 'config.json'): LlamaConfig
   }
   const headDim = optNumber(j, 'head_dim', hiddenSize / numAttentionHeads);
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw new ConfigError(`${source}: head_dim ${headDim} must be an even integer`);
-  const ropeScaling = j.rope_scaling;
-  if (ropeScaling && typeof ropeScaling === 'object') {
-    throw new ConfigError(`${source}: rope_scaling ${JSON.stringify(ropeScaling)} is not supported`);
+  // RoPE: transformers ≤ 4 writes rope_theta (+ rope_scaling); transformers 5 writes rope_parameters {rope_type, rope_theta, …}.
+  // Only plain RoPE is implemented: any scaling type other than "default" is refused rather than run wrong.
+  let ropeTheta = optNumber(j, 'rope_theta', 10000);
+  for (const key of ['rope_scaling', 'rope_parameters']) {
+    const r = j[key] as Record<string, unknown> | null | undefined;
+    if (r === undefined || r === null) continue;
+    if (typeof r !== 'object' || Array.isArray(r)) throw new ConfigError(`${source}: ${key} must be an object`);
+    const type = r.rope_type ?? r.type ?? 'default';
+    if (type !== 'default') throw new ConfigError(`${source}: ${key} ${JSON.stringify(r)} is not supported (only plain RoPE, rope_type "default")`);
+    if (typeof r.rope_theta === 'number') ropeTheta = r.rope_theta;
   }
+  const act = j.hidden_act ?? j.hidden_activation ?? 'silu';
+  if (act !== 'silu' && act !== 'swish') throw new ConfigError(`${source}: hidden_act ${JSON.stringify(act)} is not supported (Llama/Mistral use silu)`);
   const sw = j.sliding_window;
   return {
     modelType,
@@ -72,7 +81,7 @@ export function configFromHF(json: unknown, source = 'config.json'): LlamaConfig
     numKeyValueHeads,
     headDim,
     rmsNormEps: optNumber(j, 'rms_norm_eps', 1e-6),
-    ropeTheta: optNumber(j, 'rope_theta', 10000),
+    ropeTheta,
     maxPositionEmbeddings: optNumber(j, 'max_position_embeddings', 2048),
     slidingWindow: modelType === 'mistral' && typeof sw === 'number' && sw > 0 ? sw : null,
     tieWordEmbeddings: j.tie_word_embeddings === true,

@@ -19,7 +19,7 @@ export const inspect: Command = {
     async run(v, positionals) {
       const target = positionals[0];
       if (!target) throw new UsageError('a model PATH is required');
-      if (target.endsWith('.json')) return inspectConfig(target, v.json === true);
+      if (target.endsWith('.json') && !target.endsWith('.index.json')) return inspectConfig(target, v.json === true); // a shard index is a model
       if (isQuantizedCheckpoint(target)) return inspectQuantized(target, v.json === true);
       const ckpt = await openCheckpoint(target);
       try {
