@@ -76,10 +76,15 @@ async function resolveTokenizerPath(p: string): Promise<string> {
   const fs = await import('node:fs');
   const stat = fs.statSync(p, { throwIfNoEntry: false });
   if (!stat) throw new Error(`no such file or folder: ${p}`);
-  const isTokenizerFile = stat.isFile() && /(^tokenizer\.json$|\.model$|^tok.*\.bin$)/.test(path.basename(p));
+  const name = path.basename(p);
+  // tokenizer.json under any name (not a model's config.json or shard index), a SentencePiece .model, a llama2.c tok*.bin.
+  const isTokenizerFile = stat.isFile() && (/\.model$|^tok.*\.bin$/.test(name) || (name.endsWith('.json') && name !== 'config.json' && !name.endsWith('.index.json')));
   if (isTokenizerFile) return p;
   const beside = stat.isDirectory() ? tokenizerBeside(p) : null;
   if (beside) return beside;
+  if (stat.isDirectory() && !fs.existsSync(path.join(p, 'config.json'))) {
+    throw new Error(`${p}: no tokenizer in this folder (tokenizer.json, tokenizer.model or a llama2.c tok*.bin)`);
+  }
   // A model file or folder: ask the checkpoint where its tokenizer lives.
   let ckpt: Checkpoint | undefined;
   try {

@@ -94,6 +94,7 @@ test('bad input gets a clear error and a non-zero exit code', () => {
   const truncated = path.join(tmp, 'truncated.bin');
   fs.writeFileSync(truncated, fs.readFileSync(path.join(stories, 'stories260K.bin')).subarray(0, 5000));
   fs.copyFileSync(path.join(stories, 'tok512.bin'), path.join(tmp, 'tok512.bin'));
+  fs.mkdirSync(path.join(tmp, 'empty'));
   const cases: Array<[string[], RegExp, number]> = [
     [['generate', '--model', path.join(tmp, 'missing.bin')], /missing\.bin/, 1],
     [['generate', '--model', truncated], /truncated\.bin/, 1],
@@ -102,6 +103,7 @@ test('bad input gets a clear error and a non-zero exit code', () => {
     [['generate', '--tokenizer', path.join(shared, 'tokenizers/mistral-7b-v0.1')], /vocabulary/, 2],
     [['frobnicate'], /unknown command/, 2],
     [['generate', 'Hi', '--prompt', 'Hello'], /give the prompt once/, 2],
+    [['tokenize', '--tokenizer', path.join(tmp, 'empty'), '--text', 'x'], /no tokenizer in this folder/, 1],
     [['quantize', 'stray', '--model', 'x', '--out', 'y', '--type', 'int4'], /unexpected argument "stray"/, 2],
     [['generate', '--top-p', '0'], /^slimlm generate: topP must be/m, 1],
   ];
