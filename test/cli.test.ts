@@ -135,3 +135,15 @@ test('eval --type follows the quantize recipe flags: --block-size and --lm-head 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("eval's windows are llama.cpp's: BOS before the whole text, then chunks (perplexities from an independent PyTorch forward)", () => {
+  // Reference: a torch f64 forward of stories260K over SentencePiece's ids of the file, BOS prepended to the stream, chunks
+  // of ctx with BOS over each chunk's first token, second half scored (llama.cpp tools/perplexity, --ppl-stride 0).
+  for (const [ctx, chunks, expected] of [[64, 12, 4.9161], [128, 6, 3.8499]] as const) {
+    const r = slimlm('eval', '--model', path.join(stories, 'stories260K.bin'), '--data', path.join(shared, 'datasets/tinystories_val_slice.txt'),
+      '--ctx', String(ctx), '--chunks', String(chunks), '--threads', '1');
+    assert.equal(r.code, 0, r.stderr);
+    const ppl = Number(/perplexity\s+([\d.]+)/.exec(r.stdout)?.[1]);
+    assert.ok(Math.abs(ppl - expected) < 2e-4, `ctx ${ctx}: ${ppl} vs ${expected}`);
+  }
+});

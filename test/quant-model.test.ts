@@ -202,3 +202,19 @@ test('recipe: the int8 LM head takes the recipe\'s block size, blocks of 32 wher
   assert.deepEqual(recipeLayout(int4(256), 'model.layers.0.mlp.up_proj.weight', 288), { kind: 'float' });
   assert.deepEqual(recipeLayout({ ...int4(256), lmHead: 'same' }, 'lm_head.weight', 4096), { kind: 'nbits', bits: 4, blockSize: 256, symmetric: true });
 });
+
+test('nf4 folders name exactly their float Linear modules in llm_int8_skip_modules (what transformers + bitsandbytes reads); no 8-bit head in them', () => {
+  const skipList = (recipe: Parameters<typeof writeQuantizedCheckpoint>[2]) => {
+    const out = join(dir, `skip-${JSON.stringify(recipe).replace(/\W+/g, '_')}`);
+    const ckpt = openCheckpoint(MODEL);
+    try { writeQuantizedCheckpoint(ckpt, out, recipe); } finally { ckpt.close(); }
+    return JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).quantization_config.llm_int8_skip_modules as string[];
+  };
+  assert.deepEqual(skipList({ type: 'nf4' }), ['lm_head']); // the head stays float by default, as transformers does
+  assert.deepEqual(skipList({ type: 'nf4', lmHead: 'same' }), []);
+  assert.deepEqual(skipList({ type: 'fp4', lmHead: 'same', keep: /down_proj/ }), [0, 1, 2, 3, 4].map((i) => `model.layers.${i}.mlp.down_proj`));
+  const ckpt = openCheckpoint(MODEL);
+  try {
+    assert.throws(() => writeQuantizedCheckpoint(ckpt, join(dir, 'nf4-int8-head'), { type: 'nf4', lmHead: 'int8' }), /no 8-bit head/);
+  } finally { ckpt.close(); }
+});

@@ -107,6 +107,9 @@ export interface QuantizeProgress {
  */
 export function writeQuantizedCheckpoint(ckpt: Checkpoint, dir: string, recipe: QuantRecipe, onTensor?: QuantizeProgress): Record<string, LinearLayout> {
   checkRecipe(recipe);
+  if ((recipe.type === 'nf4' || recipe.type === 'fp4') && recipe.lmHead === 'int8') {
+    throw new RangeError(`an ${recipe.type} folder follows bitsandbytes' layout, which has no 8-bit head: use lm-head float or same (eval --type ${recipe.type} --lm-head int8 measures it on the fly)`);
+  }
   const c = ckpt.config;
   const linears = new Set(linearNames(c));
   const names = [...expectedTensors(c).keys()];
@@ -143,7 +146,9 @@ export function writeQuantizedCheckpoint(ckpt: Checkpoint, dir: string, recipe: 
     ? {
       quant_method: 'bitsandbytes', load_in_4bit: true, load_in_8bit: false, bnb_4bit_quant_type: recipe.type,
       bnb_4bit_use_double_quant: recipe.doubleQuant ?? true, bnb_4bit_compute_dtype: 'float32', bnb_4bit_quant_storage: 'uint8',
-      llm_int8_skip_modules: Object.entries(layouts).length < linears.size ? ['lm_head'] : null,
+      // Exactly the Linear modules stored in float (transformers reads null as "skip lm_head").
+      llm_int8_skip_modules: [...linears].filter((n) => !layouts[n === 'model.embed_tokens.weight' ? HEAD_OF_TIED : n])
+        .map((n) => (n === 'lm_head.weight' || n === 'model.embed_tokens.weight' ? 'lm_head' : n.replace(/\.weight$/, ''))),
     }
     : { quant_method: 'slimlm', format: 'onnxruntime-matmulnbits', recipe: { ...recipe, keep: recipe.keep?.source ?? null }, layouts };
   writeHFFolder(dir, c, entries, { extraConfig: { quantization_config: quantizationConfig } });

@@ -47,7 +47,7 @@ export const compare: Command = {
           const tokPath = str(v, 'tokenizer') ?? m.tokenizerPath;
           if (!tokPath) throw new UsageError(`${item}: no tokenizer found; pass --tokenizer`);
           const tok = await loadTokenizer(tokPath);
-          const ids = tok.encode(readFileSync(data, 'utf8'), { addBos: false });
+          const ids = tok.encode(readFileSync(data, 'utf8')) /* BOS first, then chunks: llama.cpp's common_tokenize(…, add_special) */;
           const r = await evaluatePerplexity(m.model, ids, { ctx, bosId: tok.bosId, maxChunks: chunks }, ref?.model);
           reports.push({ model: item, type: type ?? m.format, sizeBytes: m.storedBytes, peakRssBytes: peakRssBytes(), ctx, ...r });
         } finally {

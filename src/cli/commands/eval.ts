@@ -57,7 +57,7 @@ export const evalCommand: Command = {
       const tokPath = str(v, 'tokenizer') ?? m.tokenizerPath;
       if (!tokPath) throw new UsageError('no tokenizer found next to the model; pass --tokenizer');
       const tok = await loadTokenizer(tokPath);
-      const ids = tok.encode(readFileSync(data, 'utf8'), { addBos: false });
+      const ids = tok.encode(readFileSync(data, 'utf8')) /* BOS first, then chunks: llama.cpp's common_tokenize(…, add_special) */;
       const bar = progressBar('eval', Math.min(Math.floor(ids.length / ctx), chunks ?? Infinity), 'chunks');
       const r = await evaluatePerplexity(m.model, ids, { ctx, bosId: tok.bosId, maxChunks: chunks, onChunk: () => bar.tick() }, ref?.model);
       bar.done();

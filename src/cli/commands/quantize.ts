@@ -44,6 +44,7 @@ export const quantize: Command = {
         doubleQuant: v['no-double-quant'] ? false : v['double-quant'] ? true : undefined, keep, lmHead: str(v, 'lm-head') as QuantRecipe['lmHead'],
       };
       try { checkRecipe(recipe); } catch (e) { throw new UsageError(`${(e as Error).message}`); }
+      if ((type === 'nf4' || type === 'fp4') && recipe.lmHead === 'int8') throw new UsageError(`--lm-head int8: bitsandbytes' ${type} layout has no 8-bit head; use float or same`);
     }
     checkOutputPath(model, out);
     if (isQuantizedCheckpoint(model)) throw new UsageError(`${model} is already quantized; quantize the float model it came from`);
