@@ -18,7 +18,13 @@ const reference = new InProcessTeacher((model as unknown as { model: never }).mo
 const V = 512;
 type Sparse = TeacherOutput & { kind: 'sparse' };
 
-interface ServerMode { kind: 'vllm' | 'llama.cpp'; legacyProbs?: boolean; idOffset?: number; gpt2Strings?: boolean }
+interface ServerMode {
+  kind: 'vllm' | 'llama.cpp'; legacyProbs?: boolean; idOffset?: number; gpt2Strings?: boolean;
+  /** Misbehaviour: a null logprob (how llama.cpp's JSON prints NaN), an echo answer with BOS prepended, or every other request hanging and the rest failing. */
+  fault?: 'null-logprob' | 'echo-extra-bos' | 'hang-or-500' | 'hang';
+  /** Answers only requests carrying this bearer key. */
+  apiKey?: string;
+}
 
 /** Log-softmax rows [seq, V] of the model for one prompt. */
 async function logprobsOf(ids: number[]): Promise<Float32Array[]> {
@@ -47,8 +53,12 @@ async function readJson(req: IncomingMessage): Promise<any> {
 async function startServer(mode: ServerMode): Promise<{ url: string; server: Server; requests: string[] }> {
   const requests: string[] = [];
   const printed = (id: number) => (mode.gpt2Strings ? `Ġ${tok.idToToken(id)}` : tok.idToToken(id)!);
+  let posts = 0;
   const server = createServer(async (req, res) => {
     requests.push(`${req.method} ${req.url}`);
+    if (mode.apiKey && req.headers.authorization !== `Bearer ${mode.apiKey}`) { res.writeHead(401).end('{"error":"unauthorized"}'); return; }
+    if (req.method === 'POST' && (mode.fault === 'hang' || (mode.fault === 'hang-or-500' && posts++ % 2 === 0))) return; // never answers
+    if (req.method === 'POST' && mode.fault === 'hang-or-500') { res.writeHead(500).end('{"error":"boom"}'); return; }
     const send = (status: number, body: unknown) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify(body)); };
     try {
       if (req.method === 'GET' && req.url === '/v1/models') return send(200, { object: 'list', data: [{ id: 'stories260K', object: 'model' }] });
@@ -71,15 +81,15 @@ async function startServer(mode: ServerMode): Promise<{ url: string; server: Ser
             const lp = lps[i];
             const rank = (x: number) => 1 + Array.from(lp).filter((v) => v > lp[x]).length;
             const chosen = new Set([...topOf(lp, k), id]);
-            return Object.fromEntries([...chosen].map((x) => [String(out(x)), { logprob: lp[x], rank: rank(x), decoded_token: printed(x) }]));
+            return Object.fromEntries([...chosen].map((x, j) => [String(out(x)), { logprob: mode.fault === 'null-logprob' && i === 1 && j === 0 ? null : lp[x], rank: rank(x), decoded_token: printed(x) }]));
           })];
           choice.logprobs = { tokens: [`token_id:${out(generated)}`], token_logprobs: [last[generated]], top_logprobs: [topDict(last, body.logprobs, (x) => `token_id:${out(x)}`)], text_offset: [0] };
         } else if (body.echo) {
-          const all = [...ids, generated];
+          const all = [...(mode.fault === 'echo-extra-bos' ? [1] : []), ...ids, generated];
           choice.logprobs = {
             tokens: all.map(printed),
-            token_logprobs: [null, ...all.slice(1).map((id, i) => lps[i][id])],
-            top_logprobs: [null, ...all.slice(1).map((_, i) => topDict(lps[i], body.logprobs, printed))],
+            token_logprobs: [null, ...all.slice(1).map((id, i) => lps[Math.min(i, lps.length - 1)][id])],
+            top_logprobs: [null, ...all.slice(1).map((_, i) => topDict(lps[Math.min(i, lps.length - 1)], body.logprobs, printed))],
             text_offset: all.map(() => 0),
           };
         } else return send(400, { error: 'expected prompt_logprobs or echo' });
@@ -113,6 +123,7 @@ async function withServer(mode: ServerMode, fn: (url: string, requests: string[]
   try {
     await fn(url, requests);
   } finally {
+    server.closeAllConnections(); // hanging requests included
     await new Promise((r) => server.close(r));
   }
 }
@@ -178,3 +189,37 @@ test('a server with another vocabulary is refused with a clear error', async () 
 });
 
 test.after(() => model.close());
+
+test('a misbehaving server is refused with a clear error and nothing is left running: bad logprobs, an extra BOS, hangs and failures', async () => {
+  await withServer({ kind: 'vllm', fault: 'null-logprob' }, async (url) => {
+    const t = new RemoteTeacher({ url, topK: 5, tokenizer: tok, api: 'vllm' });
+    await assert.rejects(t.run(batch), /null at position 2 is not a log-probability/);
+  });
+  await withServer({ kind: 'vllm', fault: 'echo-extra-bos' }, async (url) => {
+    const t = new RemoteTeacher({ url, topK: 5, tokenizer: tok, api: 'openai-echo' });
+    await assert.rejects(t.run(batch), /did the server add BOS/);
+  });
+  // The first failure ends the batch at once: requests still hanging are aborted, not waited for.
+  await withServer({ kind: 'vllm', fault: 'hang-or-500' }, async (url) => {
+    const t = new RemoteTeacher({ url, topK: 5, tokenizer: tok, api: 'vllm', concurrency: 2 });
+    const started = Date.now();
+    await assert.rejects(t.run(batch), /HTTP 500/);
+    assert.ok(Date.now() - started < 5000, `${Date.now() - started} ms`);
+    await t.close();
+  });
+  await withServer({ kind: 'vllm', fault: 'hang' }, async (url) => {
+    const t = new RemoteTeacher({ url, topK: 5, tokenizer: tok, api: 'vllm', timeoutMs: 300 });
+    await assert.rejects(t.run(batch), /no answer within/);
+  });
+});
+
+test('a server that needs a key: --api-key / SLIMLM_TEACHER_API_KEY reach it', async () => {
+  await withServer({ kind: 'vllm', apiKey: 'k1' }, async (url) => {
+    await assert.rejects(new RemoteTeacher({ url, topK: 5, tokenizer: tok, api: 'vllm' }).run(batch), /HTTP 401/);
+    assertSameTopK(await new RemoteTeacher({ url, topK: 5, tokenizer: tok, api: 'vllm', apiKey: 'k1' }).run(batch) as Sparse, 1e-5);
+    const { teacherAccess } = await import('../src/cli/dataOptions.js');
+    assert.equal(teacherAccess({ 'api-key': 'k1' }).apiKey, 'k1');
+    process.env.SLIMLM_TEACHER_API_KEY = 'k2';
+    try { assert.equal(teacherAccess({}).apiKey, 'k2'); } finally { delete process.env.SLIMLM_TEACHER_API_KEY; }
+  });
+});

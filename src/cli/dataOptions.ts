@@ -77,3 +77,27 @@ export function dataOptionsFromValues(v: Values): DataOptions {
   if (o.minTokens !== undefined && o.minTokens < 0) throw new UsageError('--min-tokens must be at least 0');
   return Object.fromEntries(Object.entries(o).filter(([, x]) => x !== undefined)) as DataOptions;
 }
+
+/** Flags that say how to reach a teacher: shared by `teacher-cache` and `distill`. */
+export const teacherCliOptions = {
+  api: { type: 'string' }, 'teacher-model': { type: 'string' }, 'api-key': { type: 'string' }, timeout: { type: 'string' }, 'gguf-engine': { type: 'string' },
+} as const;
+
+export const teacherUsage = `teacher access:
+  --api vllm|openai-echo|llama.cpp   remote API (default: detected)   --teacher-model NAME   the served model's name
+  --api-key KEY        bearer key for the server (or SLIMLM_TEACHER_API_KEY)   --timeout SECONDS   per request (default 600)
+  --gguf-engine llama.cpp|slimlm     run a .gguf teacher in node-llama-cpp (default) or in slimlm`;
+
+/** The openTeacher options those flags give. */
+export function teacherAccess(v: Values): { api?: 'vllm' | 'openai-echo' | 'llama.cpp' | 'auto'; model?: string; apiKey?: string; timeoutMs?: number; ggufEngine?: 'llama.cpp' | 'slimlm' } {
+  const api = str(v, 'api');
+  if (api !== undefined && !['vllm', 'openai-echo', 'llama.cpp', 'auto'].includes(api)) throw new UsageError('--api must be vllm, openai-echo or llama.cpp');
+  const engine = str(v, 'gguf-engine');
+  if (engine !== undefined && engine !== 'llama.cpp' && engine !== 'slimlm') throw new UsageError('--gguf-engine must be llama.cpp or slimlm');
+  const timeout = num(v, 'timeout');
+  if (timeout !== undefined && !(timeout > 0)) throw new UsageError('--timeout must be a positive number of seconds');
+  return {
+    api: api as 'vllm' | undefined, model: str(v, 'teacher-model') ?? str(v, 'model'), apiKey: str(v, 'api-key') ?? process.env.SLIMLM_TEACHER_API_KEY,
+    timeoutMs: timeout === undefined ? undefined : timeout * 1000, ggufEngine: engine as 'slimlm' | undefined,
+  };
+}

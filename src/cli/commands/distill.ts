@@ -13,7 +13,7 @@ import { runTraining, tokenizerFilesFrom, type TrainerOptions } from '../../dist
 import type { Teacher } from '../../distill/types.js';
 import type { Tokenizer } from '../../tokenizers/index.js';
 import { checkOutputPath, humanCount, int, num, str, threads, threadsOption, UsageError, type Command, type Options, type Values } from '../common.js';
-import { dataCliOptions, dataFiles, dataOptionsFromValues, dataUsage } from '../dataOptions.js';
+import { dataCliOptions, dataFiles, dataOptionsFromValues, dataUsage, teacherAccess, teacherCliOptions, teacherUsage } from '../dataOptions.js';
 
 /** Options shared by `distill` and `train`. */
 export const trainerOptions: Options = {
@@ -98,10 +98,11 @@ export const distill: Command = {
   --init fresh|teacher  fresh (HF init, default) or copy the teacher's tensors where shapes match
   --loss kl|rkl|jsd|ce  (default kl) --temperature 2 --alpha 0.5 (alpha·KD + (1−alpha)·CE) --jsd-beta 0.5
   --top-k K             sparse top-k teacher distributions (GGUF/remote teachers default to 64; tail handled as one bucket)
+${teacherUsage}
 ${trainerUsage}`,
   options: {
     ...trainerOptions, teacher: { type: 'string' }, init: { type: 'string' }, loss: { type: 'string' }, temperature: { type: 'string' },
-    alpha: { type: 'string' }, 'jsd-beta': { type: 'string' }, 'top-k': { type: 'string' },
+    alpha: { type: 'string' }, 'jsd-beta': { type: 'string' }, 'top-k': { type: 'string' }, ...teacherCliOptions,
   },
   async run(v) {
     const teacherSpec = str(v, 'teacher');
@@ -115,6 +116,7 @@ ${trainerUsage}`,
     if (!(loss.alpha >= 0 && loss.alpha <= 1)) throw new UsageError('--alpha must be in [0, 1]');
     if (!(loss.jsdBeta > 0 && loss.jsdBeta < 1)) throw new UsageError('--jsd-beta must be in (0, 1)');
     const trainer = commonTrainerOptions(v, out); // every flag checked before the teacher and data load
+    const access = teacherAccess(v);
     const remote = /^https?:\/\//.test(teacherSpec);
     if (!remote && !existsSync(teacherSpec)) throw new UsageError(`--teacher ${teacherSpec}: no such file or folder`);
     if (!remote) checkOutputPath(teacherSpec, out);
@@ -144,7 +146,7 @@ ${trainerUsage}`,
         throw new UsageError(`--top-k does not apply to a teacher cache: it holds the top-${readManifest(teacherSpec).k} it was built with`);
       }
       const data = await loadTrainingData(v, tokenizer);
-      teacher = await openTeacher(teacherSpec, { topK, threads: threads(v), tokenizer, expectFingerprint: data.fingerprint });
+      teacher = await openTeacher(teacherSpec, { topK, threads: threads(v), tokenizer, expectFingerprint: data.fingerprint, ...access });
       const seed = int(v, 'seed', 0)!;
       const weights = initStudentWeights(config, seed);
       const init = str(v, 'init') ?? 'fresh';

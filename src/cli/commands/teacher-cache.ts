@@ -3,23 +3,24 @@ import { AutoTokenizer } from '../../api.js';
 import { describeStats, loadData } from '../../data/index.js';
 import { buildTeacherCache, openTeacher, vocabularyHash } from '../../distill/teachers/index.js';
 import { humanBytes, humanCount, int, str, threads, threadsOption, UsageError, type Command } from '../common.js';
-import { dataCliOptions, dataFiles, dataOptionsFromValues, dataUsage } from '../dataOptions.js';
+import { dataCliOptions, dataFiles, dataOptionsFromValues, dataUsage, teacherAccess, teacherCliOptions, teacherUsage } from '../dataOptions.js';
 import { progressBar } from '../progress.js';
 
 export const teacherCache: Command = {
   summary: "write a teacher's top-k log-probabilities for a dataset to a sharded, resumable cache",
   usage: `slimlm teacher-cache --teacher MODEL|URL --data FILE... --out DIR [--top-k 64] [options]
   MODEL: HF folder, .safetensors, llama2.c .bin or .gguf (node-llama-cpp; --gguf-engine slimlm to run it in slimlm);
-  URL: an OpenAI-compatible server with prompt logprobs (--api vllm|openai-echo|llama.cpp, default detected; --model NAME).
+  URL: an OpenAI-compatible server with prompt logprobs (see teacher access below; --model NAME = --teacher-model).
   --tokenizer PATH     the tokenizer for the data (default: the one beside MODEL; required with a URL)
   --batch-size B       rows per teacher call (default 8)      --logprobs f16|f32 (default f16)
   --shard-rows N       rows per shard (default ≈64 MiB)        --threads N
   A killed run continues from its last complete shard when run again with the same options.
+${teacherUsage}
 ${dataUsage}`,
   options: {
     teacher: { type: 'string' }, out: { type: 'string' }, 'top-k': { type: 'string' }, tokenizer: { type: 'string' },
-    'batch-size': { type: 'string' }, logprobs: { type: 'string' }, 'shard-rows': { type: 'string' }, api: { type: 'string' },
-    model: { type: 'string' }, 'gguf-engine': { type: 'string' }, ...threadsOption, ...dataCliOptions,
+    'batch-size': { type: 'string' }, logprobs: { type: 'string' }, 'shard-rows': { type: 'string' },
+    model: { type: 'string' }, ...teacherCliOptions, ...threadsOption, ...dataCliOptions,
   },
   positionals: true,
   async run(v, positionals) {
@@ -36,10 +37,7 @@ ${dataUsage}`,
     if (shardRows !== undefined && shardRows < 1) throw new UsageError('--shard-rows must be at least 1');
     const logprobType = str(v, 'logprobs') ?? 'f16';
     if (logprobType !== 'f16' && logprobType !== 'f32') throw new UsageError('--logprobs must be f16 or f32');
-    const api = str(v, 'api');
-    if (api !== undefined && !['vllm', 'openai-echo', 'llama.cpp', 'auto'].includes(api)) throw new UsageError('--api must be vllm, openai-echo or llama.cpp');
-    const engine = str(v, 'gguf-engine');
-    if (engine !== undefined && engine !== 'llama.cpp' && engine !== 'slimlm') throw new UsageError('--gguf-engine must be llama.cpp or slimlm');
+    const access = teacherAccess(v);
     const isUrl = /^https?:\/\//.test(teacherSpec);
     const tokenizerPath = str(v, 'tokenizer') ?? (isUrl ? undefined : teacherSpec);
     if (!tokenizerPath) throw new UsageError('--tokenizer is required with a remote teacher');
@@ -52,7 +50,7 @@ ${dataUsage}`,
 
     // A local teacher is recorded by absolute path: `distill --teacher CACHE` finds its config and tokenizer from anywhere.
     const teacher = await openTeacher(isUrl ? teacherSpec : resolve(teacherSpec), {
-      topK: k, threads: threads(v), tokenizer, api: api as 'vllm' | undefined, model: str(v, 'model'), ggufEngine: engine as 'slimlm' | undefined,
+      topK: k, threads: threads(v), tokenizer, ...access,
     });
     try {
       process.stderr.write(`teacher: ${teacher.description}, vocabulary ${teacher.vocabSize}\n`);

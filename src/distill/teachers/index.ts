@@ -34,6 +34,8 @@ export interface OpenTeacherOptions {
   api?: RemoteApi | 'auto';
   model?: string;
   apiKey?: string;
+  /** Remote teachers: per request (default 600 s). */
+  timeoutMs?: number;
   /** Teacher caches: the fingerprint of the data the trainer uses (`loadData(...).fingerprint`). */
   expectFingerprint?: string;
   expectTokenizerHash?: string;
@@ -53,7 +55,7 @@ export async function openTeacher(spec: string, opts: OpenTeacherOptions = {}): 
 
 async function open(spec: string, opts: OpenTeacherOptions): Promise<Teacher> {
   if (/^https?:\/\//.test(spec)) {
-    return new RemoteTeacher({ url: spec, topK: opts.topK ?? 64, api: opts.api, model: opts.model, tokenizer: opts.tokenizer, apiKey: opts.apiKey });
+    return new RemoteTeacher({ url: spec, topK: opts.topK ?? 64, api: opts.api, model: opts.model, tokenizer: opts.tokenizer, apiKey: opts.apiKey, timeoutMs: opts.timeoutMs });
   }
   if (statSync(spec, { throwIfNoEntry: false })?.isDirectory() && isTeacherCache(spec)) {
     const expectTokenizerHash = opts.expectTokenizerHash ?? (opts.tokenizer ? vocabularyHash(opts.tokenizer) : undefined);

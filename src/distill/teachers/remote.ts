@@ -31,6 +31,7 @@ export interface RemoteTeacherOptions {
   apiKey?: string;
   /** Requests in flight at once (default 4). */
   concurrency?: number;
+  /** Per request (default 600 s: a big batch on a busy server can be slow). */
   timeoutMs?: number;
 }
 
@@ -43,6 +44,8 @@ export class RemoteTeacher implements Teacher {
   private api: RemoteApi | null;
   private model: string | undefined;
   private stringToId: Map<string, number> | null = null;
+  /** Aborts every request in flight (a failed batch, close()). */
+  private inFlight = new AbortController();
 
   constructor(private readonly opts: RemoteTeacherOptions) {
     this.base = opts.url.replace(/\/+$/, '').replace(/\/v1$/, '');
@@ -60,8 +63,11 @@ export class RemoteTeacher implements Teacher {
       method: body === undefined ? 'GET' : 'POST',
       headers: { 'content-type': 'application/json', ...(this.opts.apiKey ? { authorization: `Bearer ${this.opts.apiKey}` } : {}) },
       body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(this.opts.timeoutMs ?? 600_000),
-    }).catch((e: Error) => { throw new TeacherError(`remote teacher ${this.base}${path}: ${e.message}${(e as { cause?: Error }).cause ? ` (${(e as { cause?: Error }).cause!.message})` : ''}`); });
+      signal: AbortSignal.any([this.inFlight.signal, AbortSignal.timeout(this.opts.timeoutMs ?? 600_000)]),
+    }).catch((e: Error) => {
+      const why = e.name === 'TimeoutError' ? `no answer within ${((this.opts.timeoutMs ?? 600_000) / 1000).toFixed(0)} s` : e.message;
+      throw new TeacherError(`remote teacher ${this.base}${path}: ${why}${(e as { cause?: Error }).cause ? ` (${(e as { cause?: Error }).cause!.message})` : ''}`);
+    });
     const text = await res.text();
     if (!res.ok) throw new TeacherError(`remote teacher ${this.base}${path}: HTTP ${res.status}: ${text.slice(0, 500)}`);
     try {
@@ -120,14 +126,28 @@ export class RemoteTeacher implements Teacher {
     return id;
   }
 
-  private fromIdMap(entry: Record<string, { logprob: number }> | null | undefined, where: string): Dist {
-    if (!entry) throw new TeacherError(`remote teacher: no prompt logprobs at ${where}`);
-    return Object.entries(entry).map(([id, v]) => ({ id: this.checkId(Number(id)), logprob: v.logprob }));
+  /** A log-probability as servers send it (a number, or a numeric string); -Infinity → the underflow floor; anything else that is not finite and ≤ 0 is an error. */
+  private logprob(v: unknown, where: string): number {
+    const x = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
+    if (x === -Infinity) return UNDERFLOW_LOGPROB;
+    // f32/f16 rounding on the server can give a tiny positive value for a certain token.
+    if (typeof x !== 'number' || !Number.isFinite(x) || x > 1e-3) {
+      throw new TeacherError(`remote teacher: ${JSON.stringify(v) ?? String(v)} at ${where} is not a log-probability (a finite number ≤ 0)`);
+    }
+    return Math.min(x, 0);
   }
 
-  private fromStringMap(entry: Record<string, number> | null | undefined, where: string): Dist {
+  private fromIdMap(entry: Record<string, { logprob: unknown }> | null | undefined, where: string): Dist {
+    if (!entry) throw new TeacherError(`remote teacher: no prompt logprobs at ${where}`);
+    return Object.entries(entry).map(([id, v]) => {
+      if (!/^\d+$/.test(id)) throw new TeacherError(`remote teacher: prompt_logprobs at ${where} is keyed by ${JSON.stringify(id)}, not a token id (vLLM keys them by id)`);
+      return { id: this.checkId(Number(id)), logprob: this.logprob(v?.logprob, where) };
+    });
+  }
+
+  private fromStringMap(entry: Record<string, unknown> | null | undefined, where: string): Dist {
     if (!entry) throw new TeacherError(`remote teacher: no top_logprobs at ${where}`);
-    return Object.entries(entry).map(([s, lp]) => ({ id: this.idOf(s), logprob: lp }));
+    return Object.entries(entry).map(([s, lp]) => ({ id: this.idOf(s), logprob: this.logprob(lp, where) }));
   }
 
   /** Distributions after each token of `ids` (index t predicts token t+1). */
@@ -144,9 +164,12 @@ export class RemoteTeacher implements Teacher {
         const p = r?.completion_probabilities?.[0];
         if (!p) throw new TeacherError('remote teacher: llama.cpp answer has no completion_probabilities (is n_probs supported?)');
         if (Array.isArray(p.top_logprobs)) {
-          dists.push(p.top_logprobs.map((e: { id?: number; token: string; logprob: number }) => ({ id: e.id !== undefined ? this.checkId(e.id) : this.idOf(e.token), logprob: e.logprob })));
+          dists.push(p.top_logprobs.map((e: { id?: number; token: string; logprob: unknown }) => ({ id: e.id !== undefined ? this.checkId(e.id) : this.idOf(e.token), logprob: this.logprob(e.logprob, `position ${t}`) })));
         } else if (Array.isArray(p.probs)) {
-          dists.push(p.probs.map((e: { tok_str: string; prob: number }) => ({ id: this.idOf(e.tok_str), logprob: e.prob > 0 ? Math.log(e.prob) : UNDERFLOW_LOGPROB })));
+          dists.push(p.probs.map((e: { tok_str: string; prob: unknown }) => {
+            if (typeof e.prob !== 'number' || !(e.prob >= 0 && e.prob <= 1 + 1e-3)) throw new TeacherError(`remote teacher: probability ${JSON.stringify(e.prob)} at position ${t} is not in [0, 1]`);
+            return { id: this.idOf(e.tok_str), logprob: e.prob > 0 ? Math.min(0, Math.log(e.prob)) : UNDERFLOW_LOGPROB };
+          }));
         } else {
           throw new TeacherError('remote teacher: unrecognised llama.cpp completion_probabilities format');
         }
@@ -167,7 +190,10 @@ export class RemoteTeacher implements Teacher {
     }
     const r = await this.request('/v1/completions', { model, prompt: ids, max_tokens: 1, temperature: 0, echo: true, logprobs: k });
     const top = r?.choices?.[0]?.logprobs?.top_logprobs;
-    if (!Array.isArray(top) || top.length < ids.length + 1) throw new TeacherError('remote teacher: echo answer lacks logprobs.top_logprobs for every prompt token and the generated one');
+    if (!Array.isArray(top)) throw new TeacherError('remote teacher: echo answer has no logprobs.top_logprobs');
+    if (top.length !== ids.length + 1) {
+      throw new TeacherError(`remote teacher: ${top.length} top_logprobs entries for ${ids.length} prompt tokens + 1 generated (did the server add BOS? send rows as they are)`);
+    }
     return ids.map((_, t) => this.fromStringMap(top[t + 1], `position ${t + 1}`));
   }
 
@@ -191,9 +217,18 @@ export class RemoteTeacher implements Teacher {
         });
       }
     };
-    await Promise.all(Array.from({ length: Math.max(1, this.opts.concurrency ?? 4) }, worker));
+    try {
+      await Promise.all(Array.from({ length: Math.max(1, this.opts.concurrency ?? 4) }, worker));
+    } catch (e) {
+      // The other workers' requests would keep the process alive until they end: stop them now.
+      this.inFlight.abort();
+      this.inFlight = new AbortController();
+      throw e;
+    }
     return { kind: 'sparse', k, ids, logprobs };
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.inFlight.abort();
+  }
 }
