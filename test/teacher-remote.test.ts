@@ -24,6 +24,8 @@ interface ServerMode {
   fault?: 'null-logprob' | 'echo-extra-bos' | 'hang-or-500' | 'hang';
   /** Answers only requests carrying this bearer key. */
   apiKey?: string;
+  /** Another tokenizer of the same size: ids permuted, each printed as the text of the token it really is. */
+  permuteIds?: boolean;
 }
 
 /** Log-softmax rows [seq, V] of the model for one prompt. */
@@ -69,7 +71,7 @@ async function startServer(mode: ServerMode): Promise<{ url: string; server: Ser
         const body = await readJson(req);
         const ids: number[] = body.prompt;
         const lps = await logprobsOf(ids);
-        const out = (id: number) => id + (mode.idOffset ?? 0);
+        const out = (id: number) => (mode.permuteIds ? (id * 7 + 3) % V : id + (mode.idOffset ?? 0));
         const last = lps[ids.length - 1];
         const generated = topOf(last, 1)[0];
         const topDict = (lp: Float32Array, k: number, key: (id: number) => string) => Object.fromEntries(topOf(lp, k).map((id) => [key(id), lp[id]]));
@@ -102,7 +104,7 @@ async function startServer(mode: ServerMode): Promise<{ url: string; server: Ser
         const top = topOf(lp, body.n_probs);
         const entry = mode.legacyProbs
           ? { content: printed(top[0]), probs: top.map((id) => ({ tok_str: printed(id), prob: Math.exp(lp[id]) })) }
-          : { id: top[0], token: printed(top[0]), logprob: lp[top[0]], bytes: [], top_logprobs: top.map((id) => ({ id: id + (mode.idOffset ?? 0), token: printed(id), logprob: lp[id], bytes: [] })) };
+          : { id: top[0], token: printed(top[0]), logprob: lp[top[0]], bytes: [], top_logprobs: top.map((id) => ({ id: mode.permuteIds ? (id * 7 + 3) % V : id + (mode.idOffset ?? 0), token: printed(id), logprob: lp[id], bytes: [] })) };
         return send(200, { content: printed(top[0]), tokens: [top[0]], stop: true, completion_probabilities: [entry] });
       }
       send(404, { error: `no route ${req.method} ${req.url}` });
@@ -222,4 +224,13 @@ test('a server that needs a key: --api-key / SLIMLM_TEACHER_API_KEY reach it', a
     process.env.SLIMLM_TEACHER_API_KEY = 'k2';
     try { assert.equal(teacherAccess({}).apiKey, 'k2'); } finally { delete process.env.SLIMLM_TEACHER_API_KEY; }
   });
+});
+
+test('a server with another tokenizer of the same size is caught by the token texts it prints', async () => {
+  for (const kind of ['vllm', 'llama.cpp'] as const) {
+    await withServer({ kind, permuteIds: true }, async (url) => {
+      await assert.rejects(new RemoteTeacher({ url, topK: 5, tokenizer: tok, api: kind }).run(batch),
+        (e: Error) => e instanceof VocabularyMismatchError && /prints \d+ of \d+ token ids differently/.test(e.message));
+    });
+  }
 });

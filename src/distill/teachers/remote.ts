@@ -119,6 +119,33 @@ export class RemoteTeacher implements Teacher {
     return id;
   }
 
+  /** How a server prints the student's token `id` (" the" for "▁the", "\n" for <0x0A>); null for bytes ≥ 0x80. */
+  private printed(id: number): string | null | undefined {
+    const piece = this.opts.tokenizer?.idToToken(id);
+    if (piece === undefined) return undefined;
+    const byte = /^<0x([0-9A-F]{2})>$/.exec(piece);
+    return byte ? (parseInt(byte[1], 16) < 0x80 ? String.fromCharCode(parseInt(byte[1], 16)) : null) : piece.replaceAll('\u2581', ' ');
+  }
+
+  private textSamples: [number, string][] | null = [];
+  /**
+   * Servers that answer with ids also print each token: over the first answers (32 ids), those texts must mostly agree
+   * with the student's pieces, or the server runs another tokenizer of the same size (Llama 2 and Mistral both have 32000).
+   */
+  private checkTokenTexts(pairs: [number, unknown][]): void {
+    if (!this.textSamples || !this.opts.tokenizer) return;
+    for (const [id, text] of pairs) if (typeof text === 'string' && typeof this.printed(id) === 'string') this.textSamples.push([id, text]);
+    if (this.textSamples.length < 32) return;
+    const known = this.textSamples;
+    this.textSamples = null;
+    const differ = known.filter(([id, text]) => this.printed(id) !== text && this.opts.tokenizer!.idToToken(id) !== text);
+    if (differ.length > known.length / 2) {
+      const [id, text] = differ[0];
+      throw new VocabularyMismatchError(`vocabulary mismatch: the server prints ${differ.length} of ${known.length} token ids differently from the student's tokenizer ` +
+        `(id ${id}: server ${JSON.stringify(text)}, student ${JSON.stringify(this.opts.tokenizer!.idToToken(id))}); the teacher uses another tokenizer of the same size`);
+    }
+  }
+
   private checkId(id: number): number {
     if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
       throw new VocabularyMismatchError(`vocabulary mismatch: the server returned token id ${id}, outside the student's vocabulary of ${this.vocabSize}`);
@@ -164,6 +191,7 @@ export class RemoteTeacher implements Teacher {
         const p = r?.completion_probabilities?.[0];
         if (!p) throw new TeacherError('remote teacher: llama.cpp answer has no completion_probabilities (is n_probs supported?)');
         if (Array.isArray(p.top_logprobs)) {
+          this.checkTokenTexts(p.top_logprobs.filter((e: { id?: number }) => e.id !== undefined).map((e: { id: number; token?: unknown }): [number, unknown] => [e.id, e.token]));
           dists.push(p.top_logprobs.map((e: { id?: number; token: string; logprob: unknown }) => ({ id: e.id !== undefined ? this.checkId(e.id) : this.idOf(e.token), logprob: this.logprob(e.logprob, `position ${t}`) })));
         } else if (Array.isArray(p.probs)) {
           dists.push(p.probs.map((e: { tok_str: string; prob: unknown }) => {
@@ -185,6 +213,8 @@ export class RemoteTeacher implements Teacher {
       if (!Array.isArray(c?.prompt_logprobs)) throw new TeacherError('remote teacher: the answer has no choices[0].prompt_logprobs (not vLLM? try api openai-echo or llama.cpp)');
       if (c.prompt_logprobs.length !== ids.length) throw new TeacherError(`remote teacher: ${c.prompt_logprobs.length} prompt logprobs for ${ids.length} prompt tokens (did the server add BOS? send rows as they are)`);
       const dists = ids.slice(1).map((_, t) => this.fromIdMap(c.prompt_logprobs[t + 1], `position ${t + 1}`));
+      this.checkTokenTexts(c.prompt_logprobs.slice(1).flatMap((e: Record<string, { decoded_token?: unknown }> | null) =>
+        Object.entries(e ?? {}).map(([id, v]): [number, unknown] => [Number(id), v?.decoded_token])));
       dists.push(this.fromStringMap(c.logprobs?.top_logprobs?.[0], 'the generated token'));
       return dists;
     }
