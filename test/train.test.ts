@@ -313,3 +313,27 @@ test('the LM head and loss in token chunks give the unchunked step and evaluatio
     }
   }
 });
+
+test('the lr schedule is transformers\' (cosine/linear with warmup; a fractional warmup rounds up); a fractional step count is refused', async () => {
+  const out = tmp();
+  const total = 20, peak = 1e-2;
+  // transformers/optimization.py: warmup s/W, then cosine 0.5·(1+cos(π·progress)) or linear (T−s)/(T−W); step k runs at λ(k−1).
+  const lambda = (kind: string, s: number, W: number) => s < W ? s / Math.max(1, W)
+    : kind === 'cosine' ? Math.max(0, 0.5 * (1 + Math.cos(Math.PI * (s - W) / Math.max(1, total - W)))) : Math.max(0, (total - s) / Math.max(1, total - W));
+  try {
+    for (const [kind, warmup, W] of [['cosine', 0.12, 3], ['linear', 0.1, 2], ['cosine', 4, 4]] as const) {
+      rmSync(out, { recursive: true, force: true });
+      const r = await runTraining({
+        outDir: out, config: TINY, weights: initStudentWeights(TINY, 2), train: dataset(markovRows(40, TINY.vocabSize, 3)), schedule: kind, warmup,
+        loss: { ...DEFAULT_LOSS, loss: 'ce' }, adamw: DEFAULT_ADAMW, lr: peak, epochs: 1, maxSteps: total, batchSize: 2, seed: 0, threads: 1, inWorker: false, log: () => {},
+      });
+      for (const row of r.history) assert.ok(Math.abs(row.lr - peak * lambda(kind, row.step - 1, W)) < 1e-12, `${kind} warmup ${warmup}, step ${row.step}: ${row.lr}`);
+    }
+    await assert.rejects(runTraining({
+      outDir: tmp(), config: TINY, weights: initStudentWeights(TINY, 2), train: dataset(markovRows(8, TINY.vocabSize, 3)), warmup: 2.5,
+      loss: { ...DEFAULT_LOSS, loss: 'ce' }, adamw: DEFAULT_ADAMW, lr: peak, epochs: 1, batchSize: 2, seed: 0, threads: 1, inWorker: false, log: () => {},
+    }), /whole number of steps/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});

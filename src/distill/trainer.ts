@@ -113,7 +113,11 @@ export async function runTraining(o: TrainerOptions): Promise<TrainResult> {
   if (perEpoch < 1) throw new Error('the training data yields no batch');
   const stepsPerEpoch = Math.ceil(perEpoch / accum);
   const totalSteps = o.maxSteps ?? o.epochs * stepsPerEpoch;
-  const warmup = o.warmup === undefined ? 0 : o.warmup < 1 ? Math.round(o.warmup * totalSteps) : o.warmup;
+  // A fraction of all steps rounds up, as transformers' TrainingArguments.get_warmup_steps; a count must be whole.
+  if (o.warmup !== undefined && (o.warmup < 0 || (o.warmup >= 1 && !Number.isInteger(o.warmup)))) {
+    throw new RangeError(`warmup must be a whole number of steps or a fraction below 1, got ${o.warmup}`);
+  }
+  const warmup = o.warmup === undefined ? 0 : o.warmup < 1 ? Math.ceil(o.warmup * totalSteps) : o.warmup;
   const schedule: ScheduleOptions = { lr: o.lr, warmupSteps: warmup, totalSteps, kind: o.schedule ?? 'cosine' };
   // CE-only runs never call the teacher (baselines, `slimlm train`).
   const teacherKind: TeacherKind = o.teacher && o.loss.loss !== 'ce' && o.loss.alpha > 0 ? o.teacherKind ?? 'dense' : 'none';
@@ -185,7 +189,10 @@ export async function runTraining(o: TrainerOptions): Promise<TrainResult> {
     const csv = ['step,epoch,loss,kd,ce,lr,grad_norm,tokens,skipped,val_ppl,val_kl',
       ...rows.map((r) => [r.step, r.epoch, r.loss, r.kd, r.ce, r.lr, r.gradNorm, r.tokens, r.skipped ? 1 : 0, r.valPpl ?? '', r.valKl ?? ''].join(','))].join('\n') + '\n';
     writeBytesAtomic(join(o.outDir, 'loss.csv'), csv);
-    const series = [{ name: 'train loss', points: rows.filter((r) => !r.skipped).map((r) => [r.step, r.loss] as const) }];
+    // The objective (α·KD + (1−α)·CE) and CE are different quantities: validation is compared with the train CE.
+    const trained = rows.filter((r) => !r.skipped);
+    const series = [{ name: teacherKind === 'none' ? 'train CE' : 'train objective (α·KD + (1−α)·CE)', points: trained.map((r) => [r.step, r.loss] as const) }];
+    if (teacherKind !== 'none') series.push({ name: 'train CE', points: trained.map((r) => [r.step, r.ce] as const) });
     const val = rows.filter((r) => r.valPpl !== undefined).map((r) => [r.step, Math.log(r.valPpl!)] as const);
     if (val.length) series.push({ name: 'validation CE (log ppl)', points: val });
     if (series[0].points.length) writeBytesAtomic(join(o.outDir, 'loss.svg'), svgChart(series, { title: 'training loss', xLabel: 'step', yLabel: 'loss' }));

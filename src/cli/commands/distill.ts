@@ -30,10 +30,15 @@ export const trainerUsage = `training:
   --tokenizer PATH      default: the teacher's
   --lr 5e-5 --weight-decay 0.01 --epochs 3 --batch-size 32 (--steps N overrides --epochs)
   --grad-accum N        micro-batches per optimizer step (effective batch = batch-size × N); default 1
-  --warmup N|FRAC       warmup steps, or a fraction of all steps (default 0); --schedule cosine|linear|constant (cosine)
+  --warmup N|FRAC       warmup steps, or a fraction of all steps, rounded up (default 0); --schedule cosine|linear|constant (cosine)
   --max-grad-norm 1     global-norm clipping (0 = off)
   --eval-every N        validation every N steps (always at the end); --eval-batches N caps its batches
   --save-every N        checkpoint every N steps (always at the end); --resume continues the run in --out exactly
+  AdamW as torch.optim.AdamW; weight decay on matrices and embeddings, not norms (as transformers' Trainer). With
+  --grad-accum the loss is the mean over every target token of the effective batch (Trainer's num_items_in_batch).
+  loss.csv, one row per optimizer step: step, epoch (0-based), loss (the objective α·KD + (1−α)·CE), kd (T²·KL at
+  --temperature), ce, lr, grad_norm (before clipping), tokens (input tokens), skipped, val_ppl, val_kl (KL to the
+  teacher at T = 1 on the validation rows); loss.svg plots the objective, the train CE and the validation CE.
   --threads N
 ${dataUsage}`;
 
@@ -69,11 +74,18 @@ export function commonTrainerOptions(v: Values, out: string): Omit<TrainerOption
   return {
     outDir: out,
     adamw: { ...DEFAULT_ADAMW, weightDecay: atLeastZero('weight-decay', 0.01), maxGradNorm: atLeastZero('max-grad-norm', 1) },
-    lr: atLeastZero('lr', 5e-5), schedule, warmup: atLeastZero('warmup', 0),
+    lr: atLeastZero('lr', 5e-5), schedule, warmup: warmupFlag(v),
     epochs: positive(v, 'epochs', 3)!, maxSteps: positive(v, 'steps'), batchSize: positive(v, 'batch-size', 32)!,
     gradAccum: positive(v, 'grad-accum', 1), evalEvery: positive(v, 'eval-every'), evalBatches: positive(v, 'eval-batches'),
     saveEvery: positive(v, 'save-every'), resume: v.resume === true, seed: int(v, 'seed', 0)!, threads: threads(v),
   };
+}
+
+/** --warmup: whole steps, or a fraction of all steps below 1 (rounded up, as transformers does). */
+function warmupFlag(v: Values): number {
+  const w = num(v, 'warmup', 0)!;
+  if (w < 0 || (w >= 1 && !Number.isInteger(w))) throw new UsageError(`--warmup takes whole steps or a fraction below 1, got ${w}`);
+  return w;
 }
 
 /** Refuses a --max-length the model cannot attend over (RoPE tables end at its context). */
