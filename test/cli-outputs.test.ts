@@ -150,3 +150,17 @@ test('eval and export check vocabularies, windows and output folders before work
   assert.deepEqual(fs.readdirSync(tmp), []);
   fs.rmSync(tmp, { recursive: true, force: true });
 });
+
+test('eval --type reports the size `slimlm quantize` would store (float layers in the source dtype), equal to the written folder', () => {
+  const tmp = tmpdir();
+  const hf = path.join(tmp, 'hf16'), q = path.join(tmp, 'q');
+  ok(slimlm('export', '--model', stories, '--out', hf, '--format', 'hf', '--type', 'f16'), 'export f16');
+  ok(slimlm('quantize', '--model', hf, '--out', q, '--type', 'int4'), 'quantize');
+  const size = (...args: string[]) => {
+    const r = slimlm('eval', '--data', data, '--chunks', '1', '--threads', '1', ...args);
+    ok(r, args.join(' '));
+    return /size\s+(.*)/.exec(r.stdout)![1];
+  };
+  assert.equal(size('--model', hf, '--type', 'int4'), size('--model', q));
+  fs.rmSync(tmp, { recursive: true, force: true });
+});

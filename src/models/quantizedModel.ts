@@ -60,8 +60,10 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
       storedBytes = 0;
       for (const name of ckpt.tensorNames()) {
         const info = ckpt.tensorInfo(name);
-        storedBytes += linears.has(name) && name !== 'model.embed_tokens.weight'
-          ? linearLayoutBytes(recipeLayout(opts.quantize, name, info.shape[1]), info.shape[0], info.shape[1], opts.quantize.doubleQuant ?? true) : info.byteSize;
+        const layout = linears.has(name) && name !== 'model.embed_tokens.weight' ? recipeLayout(opts.quantize, name, info.shape[1]) : { kind: 'float' as const };
+        // Float tensors are stored as the source stores them when it is f32/f16/bf16 (else as f32), as `slimlm quantize` writes them.
+        storedBytes += layout.kind !== 'float' ? linearLayoutBytes(layout, info.shape[0], info.shape[1], opts.quantize.doubleQuant ?? true)
+          : ['f32', 'f16', 'bf16'].includes(info.dtype) ? info.byteSize : 4 * info.shape.reduce((a, b) => a * b, 1);
       }
       const head = ckpt.config.tieWordEmbeddings ? recipeLayout(opts.quantize, 'model.embed_tokens.weight', ckpt.config.hiddenSize) : null;
       if (head && head.kind !== 'float') storedBytes += linearLayoutBytes(head, ckpt.config.vocabSize, ckpt.config.hiddenSize);

@@ -57,17 +57,19 @@ export const compare: Command = {
     } finally {
       await ref?.model.dispose();
     }
+    // An eval report of an on-the-fly quantization keeps its type in the label (PATH@TYPE), as the item would be written.
+    const label = (r: EvalReport) => (!r.model.includes('@') && LINEAR_QUANT_TYPES.includes(r.type as LinearQuantType) ? `${r.model}@${r.type}` : r.model);
     const rows = [
       '| model | size MiB | perplexity | Δ ppl | mean KL | top-1 | tok/s |',
       '|---|---|---|---|---|---|---|',
-      ...reports.map((r) => `| ${r.model} | ${(r.sizeBytes / 2 ** 20).toFixed(2)} | ${r.perplexity.toFixed(4)} | ` +
+      ...reports.map((r) => `| ${label(r)} | ${(r.sizeBytes / 2 ** 20).toFixed(2)} | ${r.perplexity.toFixed(4)} | ` +
         `${r.referencePerplexity !== undefined ? (r.perplexity - r.referencePerplexity).toFixed(4) : ''} | ${r.meanKL !== undefined ? r.meanKL.toExponential(2) : ''} | ` +
         `${r.top1Agreement !== undefined ? (100 * r.top1Agreement).toFixed(1) + ' %' : ''} | ${r.tokensPerSecond.toFixed(0)} |`),
     ];
     process.stdout.write(rows.join('\n') + '\n');
     writeFileSync(plot, svgChart([{ name: 'models', points: reports.map((r) => [r.sizeBytes / 2 ** 20, r.perplexity] as const) }], {
       title: 'Perplexity vs size', xLabel: 'size on disk (MiB)', yLabel: 'perplexity', kind: 'scatter',
-      pointLabels: [reports.map((r) => basename(r.model))],
+      pointLabels: [reports.map((r) => basename(label(r)))],
     }));
     process.stderr.write(`plot: ${plot}\n`);
   },

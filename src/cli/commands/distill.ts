@@ -27,7 +27,7 @@ export const trainerOptions: Options = {
 
 export const trainerUsage = `training:
   --out DIR             student folder: config.json, model.safetensors, tokenizer files, loss.csv, loss.svg, checkpoint.safetensors
-  --tokenizer PATH      default: the teacher's
+  --tokenizer PATH      distill: default the teacher's; train: the one beside --from, or required with --student
   --lr 5e-5 --weight-decay 0.01 --epochs 3 --batch-size 32 (--steps N overrides --epochs)
   --grad-accum N        micro-batches per optimizer step (effective batch = batch-size × N); default 1
   --warmup N|FRAC       warmup steps, or a fraction of all steps, rounded up (default 0); --schedule cosine|linear|constant (cosine)

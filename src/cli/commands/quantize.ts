@@ -4,7 +4,7 @@ import { openCheckpoint } from '../../models/checkpoint.js';
 import { exportGGUF, GGUF_EXPORT_TYPES, type GGUFExportType } from '../../models/export.js';
 import { isQuantizedCheckpoint, linearNames, writeQuantizedCheckpoint } from '../../models/quantizedCheckpoint.js';
 import { expectedTensors } from '../../models/config.js';
-import { checkRecipe, fallsBackToFloat, recipeBlockSize, type LinearQuantType, type QuantRecipe } from '../../quantize/recipe.js';
+import { BLOCK_SIZES, checkRecipe, fallsBackToFloat, recipeBlockSize, type LinearQuantType, type QuantRecipe } from '../../quantize/recipe.js';
 import { loadTokenizer, writeTokenizerFiles } from '../../tokenizers/index.js';
 import { progressBar } from '../progress.js';
 import { checkOutputPath, humanBytes, int, str, UsageError, type Command } from '../common.js';
@@ -63,8 +63,10 @@ export const quantize: Command = {
         writeQuantizedCheckpoint(ckpt, out, recipe, (name) => bar.tick(1, name));
         if (ckpt.tokenizerPath) writeTokenizerFiles(ckpt.tokenizerPath, out);
         if (stayFloat.length) {
-          process.stderr.write(`warning: ${stayFloat.length} Linear weight(s) stay float: their rows (${[...new Set(stayFloat.map((n) => shapes.get(n)![1]))].join(', ')} ` +
-            `values) are not whole blocks of ${recipeBlockSize(recipe)} (e.g. ${stayFloat[0]}); pass a smaller --block-size\n`);
+          const rows = [...new Set(stayFloat.map((n) => shapes.get(n)![1]))];
+          const fits = BLOCK_SIZES.filter((b) => b < recipeBlockSize(recipe!) && rows.every((k) => k % b === 0));
+          process.stderr.write(`warning: ${stayFloat.length} Linear weight(s) stay float (e.g. ${stayFloat[0]}): rows of ${rows.join(', ')} values are not whole blocks of ` +
+            `${recipeBlockSize(recipe)}; ${fits.length ? `--block-size ${fits[fits.length - 1]} would quantize them` : 'no block size ONNX Runtime runs divides them (llama-quantize keeps such rows in float too)'}\n`);
         }
       }
       bar.done();
