@@ -164,3 +164,22 @@ test('eval --type reports the size `slimlm quantize` would store (float layers i
   assert.equal(size('--model', hf, '--type', 'int4'), size('--model', q));
   fs.rmSync(tmp, { recursive: true, force: true });
 });
+
+test('half-written or foreign files are named as such: a quantized model under a plain config.json, a damaged eval report', () => {
+  const tmp = tmpdir();
+  const q = path.join(tmp, 'q'), hf = path.join(tmp, 'hf');
+  ok(slimlm('quantize', '--model', stories, '--out', q, '--type', 'int4'), 'quantize');
+  ok(slimlm('export', '--model', stories, '--out', hf, '--format', 'hf'), 'export');
+  fs.copyFileSync(path.join(hf, 'config.json'), path.join(q, 'config.json')); // as a kill between two renames would leave it
+  const mixed = slimlm('generate', '--model', q, '--max-new-tokens', '4');
+  assert.notEqual(mixed.code, 0);
+  assert.match(mixed.stderr, /holds quantized weights .* config.json has no quantization_config; the folder was left half-written/);
+  for (const [content, message] of [['{}', /not an eval report/], ['{"model": "x", "perplex', /not a readable eval report/]] as const) {
+    const report = path.join(tmp, 'report.json');
+    fs.writeFileSync(report, content);
+    const r = slimlm('compare', report, '--plot', path.join(tmp, 'p.svg'));
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, message);
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+});

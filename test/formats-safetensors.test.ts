@@ -162,6 +162,23 @@ test('atomic writes: an error mid-write leaves the old file and no temp file beh
   rmSync(dir, { recursive: true });
 });
 
+test('atomic writes: temp files of killed writers are removed by the next write; I/O errors name the file', async () => {
+  const dir = tmp();
+  const p = join(dir, 'model.safetensors');
+  // A PID that no longer runs: a child that has exited.
+  const { spawnSync } = await import('node:child_process');
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+  writeFileSync(join(dir, `.model.safetensors.${dead}.0a1b2c3d.tmp`), 'half of a killed write');
+  writeFileSync(join(dir, `.model.safetensors.${process.pid}.ffffffff.tmp`), 'a write of this process: left alone');
+  writeFileSync(join(dir, `.other.bin.${dead}.0a1b2c3d.tmp`), 'another file\'s temp: left alone');
+  writeBytesAtomic(p, 'new');
+  assert.deepEqual(readdirSync(dir).sort(), [`.model.safetensors.${process.pid}.ffffffff.tmp`, `.other.bin.${dead}.0a1b2c3d.tmp`, 'model.safetensors'].sort());
+  const full = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  assert.throws(() => writeFileAtomic(p, () => { throw full; }), (e: NodeJS.ErrnoException) => e.code === 'ENOSPC' && e.message.includes(p));
+  assert.equal(readFileSync(p, 'utf8'), 'new');
+  rmSync(dir, { recursive: true });
+});
+
 test('HF folder: write single and sharded, locate files, config round-trips; switching layouts removes stale weights', () => {
   const dir = tmp();
   const config = readHFConfig('../shared/tokenizers/mistral-7b-v0.1');

@@ -245,3 +245,28 @@ test('build-time shape and dtype errors name the op, the node and the inputs', (
   assert.deepEqual(g.concat([past, cur], 2).shape, ['batch', 2, 'past+seq', 4]);
   assert.deepEqual(g.reshape(g.input('q', 'f32', ['batch', 4, 'seq', 4]), [0, 2, 2, -1, 4]).shape, ['batch', 2, 2, 'seq', 4]);
 });
+
+test('session weight folders of killed processes are removed by the next session', async () => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { spawnSync } = await import('node:child_process');
+  const { sessionFromGraph } = await import('../src/runtime/index.js');
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'slimlm-tmpdir-'));
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+  const stale = path.join(root, `slimlm-session-${dead}-abc123`);
+  fs.mkdirSync(stale);
+  fs.writeFileSync(path.join(stale, 'model.onnx.data'), 'weights of a killed run');
+  const before = process.env.SLIMLM_TMPDIR;
+  process.env.SLIMLM_TMPDIR = root;
+  try {
+    const g = new GraphBuilder('t');
+    g.output('y', g.add(g.input('x', 'f32', [2]), g.constant([1, 2], 'f32')));
+    const s = await sessionFromGraph(g.graph, { threads: 1 });
+    await s.dispose();
+    assert.deepEqual(fs.readdirSync(root), []);
+  } finally {
+    if (before === undefined) delete process.env.SLIMLM_TMPDIR; else process.env.SLIMLM_TMPDIR = before;
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, linkSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { openSafetensors, writeSafetensors, type TensorEntry } from '../formats/safetensors.js';
+import { removeStaleTemps } from '../formats/atomic.js';
 import { configFromHF, configToHF, type LlamaConfig } from '../models/config.js';
 import type { OptimizerState } from './stepRunner.js';
 
@@ -69,6 +70,7 @@ export function saveTrainingCheckpoint(dir: string, config: LlamaConfig, shapes:
   const path = join(dir, CHECKPOINT_FILE);
   // The current checkpoint becomes the previous one by a second name (hard link, renamed into place), then the new one
   // replaces it atomically: at every moment checkpoint.safetensors is a whole checkpoint, so a kill never loses both.
+  removeStaleTemps(dir, PREVIOUS_CHECKPOINT_FILE);
   if (existsSync(path)) {
     const link = join(dir, `.${PREVIOUS_CHECKPOINT_FILE}.${process.pid}.tmp`);
     rmSync(link, { force: true });

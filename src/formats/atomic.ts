@@ -3,7 +3,7 @@
  * A crash or error at any point leaves the previous target intact (POSIX rename(2) is atomic within one file system).
  * Pattern reference: https://lwn.net/Articles/457667/ ("ensuring data reaches disk").
  */
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -37,19 +37,52 @@ function fsyncDir(dir: string): void {
   }
 }
 
+/** Whether process `pid` still runs (signal 0 only checks; EPERM means it exists under another user). */
+export function processAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+/**
+ * Removes temp files of `name` in `dir` left by killed writers (`.NAME.PID[.HEX].tmp` whose PID no longer runs), so
+ * interrupted runs do not pile up copies of big files.
+ */
+export function removeStaleTemps(dir: string, name: string): void {
+  let entries: string[];
+  try { entries = readdirSync(dir); } catch { return; }
+  const prefix = `.${name}.`;
+  for (const f of entries) {
+    if (!f.startsWith(prefix) || !f.endsWith('.tmp')) continue;
+    const pid = Number(f.slice(prefix.length).split('.')[0]);
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid)) rmSync(join(dir, f), { force: true });
+  }
+}
+
+/** An I/O error that names the file (ENOSPC alone does not say where the disk filled up). */
+function namedError(e: unknown, path: string): Error {
+  const err = e as NodeJS.ErrnoException;
+  if (!err?.code || err.message.includes(path)) return e as Error;
+  const named = new Error(`cannot write ${path}: ${err.message}`) as NodeJS.ErrnoException;
+  named.code = err.code;
+  return named;
+}
+
 /**
  * Create or replace `path` atomically. `fill` streams the content into the sink; if it throws (or the disk fills up),
  * the temp file is removed, the target keeps its old content, and the error propagates.
  */
 export function writeFileAtomic(path: string, fill: (sink: FileSink) => void): void {
   const dir = dirname(path);
+  removeStaleTemps(dir, basename(path));
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o644);
+  let fd: number;
+  try { fd = openSync(tmp, 'wx', 0o644); } catch (e) { throw namedError(e, path); }
   let ok = false;
   try {
     fill(new FileSink(fd));
     fsyncSync(fd);
     ok = true;
+  } catch (e) {
+    throw namedError(e, path);
   } finally {
     closeSync(fd);
     if (!ok) rmSync(tmp, { force: true });
@@ -58,7 +91,7 @@ export function writeFileAtomic(path: string, fill: (sink: FileSink) => void): v
     renameSync(tmp, path);
   } catch (e) {
     rmSync(tmp, { force: true });
-    throw e;
+    throw namedError(e, path);
   }
   fsyncDir(dir);
 }

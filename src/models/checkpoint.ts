@@ -185,7 +185,13 @@ function openSafetensorsCheckpoint(weightsPath: string, configPath: string): Che
   try {
     for (const name of reader.names()) {
       if (IGNORABLE.test(name) || (name === 'lm_head.weight' && config.tieWordEmbeddings)) continue;
-      if (!expected.has(name)) throw new CheckpointError(`${weightsPath}: unexpected tensor "${name}" (not part of a ${config.modelType} model with this config.json)`);
+      if (!expected.has(name)) {
+        // Quantized tensors beside a config.json without quantization_config: the two files come from different runs.
+        const quantized = /\.(qweight|scales|qzeros|absmax|quant_map|nested_absmax|nested_quant_map|quant_state\..*)$/.test(name);
+        throw new CheckpointError(quantized
+          ? `${weightsPath}: holds quantized weights ("${name}") but config.json has no quantization_config; the folder was left half-written (re-run the command that wrote it)`
+          : `${weightsPath}: unexpected tensor "${name}" (not part of a ${config.modelType} model with this config.json)`);
+      }
       const info = reader.info(name);
       if (info.dtype !== 'f32' && info.dtype !== 'f16' && info.dtype !== 'bf16') {
         throw new CheckpointError(`${weightsPath}: tensor "${name}" has dtype ${info.dtype}; weights must be f32, f16 or bf16`);

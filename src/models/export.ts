@@ -101,6 +101,6 @@ export function exportHF(ckpt: Checkpoint, dir: string, opts: HFExportOptions): 
       return (t.dtype === opts.dtype ? t : castFloat(t, opts.dtype)).data;
     },
   }));
+  if (opts.tokenizerPath) writeTokenizerFiles(opts.tokenizerPath, dir); // before config.json, which goes last
   writeHFFolder(dir, ckpt.config, entries);
-  if (opts.tokenizerPath) writeTokenizerFiles(opts.tokenizerPath, dir);
 }

@@ -52,6 +52,11 @@ export function exportTransformersJs(ckpt: Checkpoint, dir: string, opts: OnnxEx
     throw new Error(`transformers.js needs tokenizer.json; none in ${tokDir ?? 'the model\'s folder'} (pass --tokenizer with a folder or file holding one)`);
   }
   fs.mkdirSync(path.join(dir, 'onnx'), { recursive: true });
+  // Tokenizer and graphs first, config.json last: a folder with a config.json is complete.
+  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
+    const src = path.join(tokDir, f);
+    if (fs.existsSync(src)) writeBytesAtomic(path.join(dir, f), fs.readFileSync(src));
+  }
   const written: string[] = [];
   const writeGraph = (file: string, weights: WeightSource) => {
     const graph = buildLlamaGraph(c, weights, { allPositions: true });
@@ -64,14 +69,10 @@ export function exportTransformersJs(ckpt: Checkpoint, dir: string, opts: OnnxEx
   const recipe = opts.quantized === undefined ? { type: 'int4' as const } : opts.quantized;
   if (recipe) writeGraph('model_q4.onnx', quantizedWeightSource(recipeProvider(ckpt, recipe)));
 
-  writeBytesAtomic(path.join(dir, 'config.json'), JSON.stringify({ ...configToHF(c), use_cache: true }, null, 2) + '\n');
   const eos = eosIds(c);
   writeBytesAtomic(path.join(dir, 'generation_config.json'), JSON.stringify({
     bos_token_id: c.bosTokenId, eos_token_id: eos.length === 1 ? eos[0] : eos, ...(c.padTokenId !== null ? { pad_token_id: c.padTokenId } : {}),
   }, null, 2) + '\n');
-  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
-    const src = path.join(tokDir, f);
-    if (fs.existsSync(src)) writeBytesAtomic(path.join(dir, f), fs.readFileSync(src));
-  }
+  writeBytesAtomic(path.join(dir, 'config.json'), JSON.stringify({ ...configToHF(c), use_cache: true }, null, 2) + '\n');
   return written;
 }

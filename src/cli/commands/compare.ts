@@ -1,4 +1,5 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { writeBytesAtomic } from '../../formats/atomic.js';
 import { basename } from 'node:path';
 import { evaluatePerplexity } from '../../eval/perplexity.js';
 import { loadModel, type LoadedModel } from '../../models/quantizedModel.js';
@@ -8,6 +9,16 @@ import { loadTokenizer } from '../../tokenizers/index.js';
 import { checkWritable, int, str, threads, threadsOption, UsageError, type Command } from '../common.js';
 import type { EvalReport } from './eval.js';
 import { peakRssBytes } from '../../runtime/index.js';
+
+/** An eval --json report, checked enough to be plotted. */
+function readReport(file: string): EvalReport {
+  let r: EvalReport;
+  try { r = JSON.parse(readFileSync(file, 'utf8')) as EvalReport; } catch (e) { throw new UsageError(`${file}: not a readable eval report (${(e as Error).message})`); }
+  if (!r || typeof r !== 'object' || typeof r.model !== 'string' || typeof r.perplexity !== 'number' || typeof r.sizeBytes !== 'number') {
+    throw new UsageError(`${file}: not an eval report (slimlm eval --json writes one)`);
+  }
+  return r;
+}
 
 /**
  * Models are given as paths (evaluated here on --data against --reference, one at a time), as `PATH@TYPE` (quantized on
@@ -32,7 +43,7 @@ export const compare: Command = {
     let ref: LoadedModel | null = null;
     try {
       for (const item of items) {
-        if (item.endsWith('.json')) { reports.push(JSON.parse(readFileSync(item, 'utf8')) as EvalReport); continue; }
+        if (item.endsWith('.json')) { reports.push(readReport(item)); continue; }
         const data = str(v, 'data');
         if (!data) throw new UsageError(`--data is needed to evaluate ${item}`);
         const [path, type] = item.split('@');
@@ -67,7 +78,7 @@ export const compare: Command = {
         `${r.top1Agreement !== undefined ? (100 * r.top1Agreement).toFixed(1) + ' %' : ''} | ${r.tokensPerSecond.toFixed(0)} |`),
     ];
     process.stdout.write(rows.join('\n') + '\n');
-    writeFileSync(plot, svgChart([{ name: 'models', points: reports.map((r) => [r.sizeBytes / 2 ** 20, r.perplexity] as const) }], {
+    writeBytesAtomic(plot, svgChart([{ name: 'models', points: reports.map((r) => [r.sizeBytes / 2 ** 20, r.perplexity] as const) }], {
       title: 'Perplexity vs size', xLabel: 'size on disk (MiB)', yLabel: 'perplexity', kind: 'scatter',
       pointLabels: [reports.map((r) => basename(label(r)))],
     }));

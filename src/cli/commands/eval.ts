@@ -1,4 +1,5 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { writeBytesAtomic } from '../../formats/atomic.js';
 import { loadModel } from '../../models/quantizedModel.js';
 import { evaluatePerplexity, type EvalResult } from '../../eval/perplexity.js';
 import { checkRecipe, LINEAR_QUANT_TYPES, type LinearQuantType, type QuantRecipe } from '../../quantize/recipe.js';
@@ -73,7 +74,7 @@ export const evalCommand: Command = {
         `speed        ${r.tokensPerSecond.toFixed(0)} tok/s (prompt processing, ${ctx}-token windows)`,
       ];
       process.stdout.write(lines.join('\n') + '\n');
-      if (json) writeFileSync(json, JSON.stringify(report, null, 2) + '\n');
+      if (json) writeBytesAtomic(json, JSON.stringify(report, null, 2) + '\n');
     } finally {
       await m.model.dispose();
       await ref?.model.dispose();

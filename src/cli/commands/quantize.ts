@@ -1,4 +1,4 @@
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { openCheckpoint } from '../../models/checkpoint.js';
 import { exportGGUF, GGUF_EXPORT_TYPES, type GGUFExportType } from '../../models/export.js';
@@ -60,8 +60,10 @@ export const quantize: Command = {
         const shapes = expectedTensors(ckpt.config);
         const stayFloat = linearNames(ckpt.config).filter((n) => n !== 'model.embed_tokens.weight' || ckpt.config.tieWordEmbeddings)
           .filter((n) => fallsBackToFloat(recipe!, n, shapes.get(n)![1]));
-        writeQuantizedCheckpoint(ckpt, out, recipe, (name) => bar.tick(1, name));
+        // The tokenizer first: the folder's config.json, written last, then stands for a complete folder.
+        mkdirSync(out, { recursive: true });
         if (ckpt.tokenizerPath) writeTokenizerFiles(ckpt.tokenizerPath, out);
+        writeQuantizedCheckpoint(ckpt, out, recipe, (name) => bar.tick(1, name));
         if (stayFloat.length) {
           const rows = [...new Set(stayFloat.map((n) => shapes.get(n)![1]))];
           const fits = BLOCK_SIZES.filter((b) => b < recipeBlockSize(recipe!) && rows.every((k) => k % b === 0));
