@@ -102,11 +102,8 @@ export class RemoteTeacher implements Teacher {
       // Pieces as stored ("▁the", "<0x0A>") and as servers print them (" the", "\n"); the exact piece wins on a clash.
       const map = new Map<string, number>();
       for (let id = tok.vocabSize - 1; id >= 0; id--) {
-        const piece = tok.idToToken(id);
-        if (piece === undefined) continue;
-        const byte = /^<0x([0-9A-F]{2})>$/.exec(piece);
-        const printed = byte ? (parseInt(byte[1], 16) < 0x80 ? String.fromCharCode(parseInt(byte[1], 16)) : null) : piece.replaceAll('\u2581', ' ');
-        if (printed !== null && !map.has(printed)) map.set(printed, id);
+        const printed = this.printed(id);
+        if (typeof printed === 'string' && !map.has(printed)) map.set(printed, id);
       }
       for (let id = tok.vocabSize - 1; id >= 0; id--) {
         const piece = tok.idToToken(id);
