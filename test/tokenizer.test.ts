@@ -189,3 +189,14 @@ test('a piece that is U+FEFF survives loading (TextDecoder would drop a leading 
   assert.deepEqual(json.encode('\ufeffBOM', { addBos: false }), [28705, 31759, 28760, 4341]);
   assert.equal(model.decode([28705, 31759, 28760, 4341]), '\ufeffBOM');
 });
+
+test('tokenizerFiles: what carries a tokenizer into a model folder, from a folder, a file, a llama2.c .bin or a GGUF', async () => {
+  const { tokenizerFiles } = await import('../src/tokenizers/index.js');
+  const names = (p: string) => Object.keys(tokenizerFiles(p)).sort();
+  const companions = ['generation_config.json', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer.model', 'tokenizer_config.json'];
+  assert.deepEqual(names(MISTRAL), companions);
+  assert.deepEqual(names(MISTRAL + 'tokenizer.model'), companions);
+  assert.deepEqual(names(STORIES + 'tok512.bin'), ['tok512.bin', 'tokenizer.model']);
+  assert.ok(Buffer.from(tokenizerFiles(STORIES + 'tok512.bin')['tokenizer.model']).equals(readFileSync(STORIES + 'tok512.model')));
+  assert.deepEqual(names(SHARED + 'fixtures/llama-2-tiny-random.gguf'), ['tokenizer.model', 'tokenizer_config.json']);
+});

@@ -5,7 +5,7 @@
  * guard that skips and reports the step, a progress bar, loss curves (CSV + SVG), and the student written as a
  * Hugging Face folder (config.json, model.safetensors, tokenizer files).
  */
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeBytesAtomic } from '../formats/atomic.js';
 import { writeHFFolder } from '../formats/hf.js';
@@ -277,20 +277,3 @@ export function writeStudentFolder(dir: string, config: LlamaConfig, params: Map
   }), { extraFiles, metadata: { producer: 'slimlm distill' } });
 }
 
-/** Tokenizer files next to a teacher model (or in its folder), to copy into the student folder. */
-export function tokenizerFilesFrom(tokenizerPath: string | null): Record<string, Uint8Array> {
-  if (!tokenizerPath) return {};
-  const dir = existsSync(tokenizerPath) && !/\.(json|model|bin|gguf)$/.test(tokenizerPath) ? tokenizerPath : join(tokenizerPath, '..');
-  const out: Record<string, Uint8Array> = {};
-  for (const f of ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json']) {
-    if (existsSync(join(dir, f))) out[f] = readFileSync(join(dir, f));
-  }
-  // llama2.c tokenizers (tok512.bin, tok512.model): keep the SentencePiece model as tokenizer.model, the .bin as is.
-  const base = tokenizerPath.split('/').pop()!;
-  if (/^tok.*\.bin$/.test(base) && existsSync(tokenizerPath)) {
-    out[base] = readFileSync(tokenizerPath);
-    const model = tokenizerPath.replace(/\.bin$/, '.model');
-    if (!out['tokenizer.model'] && existsSync(model)) out['tokenizer.model'] = readFileSync(model);
-  }
-  return out;
-}

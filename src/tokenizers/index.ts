@@ -3,5 +3,5 @@ export type { Tokenizer, EncodeOptions, DecodeOptions, StreamDecoder } from './t
 export { SentencePieceBPETokenizer, type AddedToken, type SentencePieceBPEOptions } from './sentencepiece-bpe.js';
 export { loadTokenizer, sentencePieceTokenizer, huggingFaceTokenizer, llama2cTokenizer, parseTokenizerConfig, type TokenizerConfig } from './load.js';
 export { ggufTokenizer, ggufTokenizerFiles } from './gguf.js';
-export { writeTokenizerFiles } from './files.js';
+export { tokenizerFiles, writeTokenizerFiles } from './files.js';
 export { parseSentencePieceModel, serializeSentencePieceModel, type SentencePieceModel, type Piece, type PieceType } from './sentencepiece-model.js';

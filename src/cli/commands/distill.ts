@@ -9,9 +9,9 @@ import { LOSS_KINDS, type LossKind, type LossOptions } from '../../distill/losse
 import { DEFAULT_ADAMW } from '../../distill/optimizer.js';
 import { initFromTeacher, initStudentWeights, parseStudentSpec, studentConfig } from '../../distill/student.js';
 import { isTeacherCache, openTeacher, readManifest } from '../../distill/teachers/index.js';
-import { runTraining, tokenizerFilesFrom, type TrainerOptions } from '../../distill/trainer.js';
+import { runTraining, type TrainerOptions } from '../../distill/trainer.js';
 import type { Teacher } from '../../distill/types.js';
-import type { Tokenizer } from '../../tokenizers/index.js';
+import { tokenizerFiles, type Tokenizer } from '../../tokenizers/index.js';
 import { checkOutputPath, humanCount, int, num, str, threads, threadsOption, UsageError, type Command, type Options, type Values } from '../common.js';
 import { dataCliOptions, dataFiles, dataOptionsFromValues, dataUsage, teacherAccess, teacherCliOptions, teacherUsage } from '../dataOptions.js';
 
@@ -174,7 +174,7 @@ ${trainerUsage}`,
         ...trainer, config, weights, train: data.train, validation: data.validation, teacher,
         runIdentity: { data: data.fingerprint, teacher: remote ? teacherSpec : resolve(teacherSpec), topK: topK ?? null, init },
         teacherKind: topK !== undefined || !local || /\.gguf$/i.test(teacherSpec) ? 'sparse' : 'dense', loss,
-        extraFiles: tokenizerFilesFrom(tokenizerPath),
+        extraFiles: tokenizerPath ? tokenizerFiles(tokenizerPath) : {},
       });
     } finally {
       await teacher?.close();

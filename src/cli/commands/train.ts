@@ -3,7 +3,8 @@ import { toFloat32 } from '../../formats/dtype.js';
 import { openCheckpoint } from '../../models/checkpoint.js';
 import { configFromHF, expectedTensors, parameterCount, type LlamaConfig } from '../../models/config.js';
 import { initStudentWeights, parseStudentSpec, studentConfig } from '../../distill/student.js';
-import { runTraining, tokenizerFilesFrom } from '../../distill/trainer.js';
+import { runTraining } from '../../distill/trainer.js';
+import { tokenizerFiles } from '../../tokenizers/index.js';
 import { checkOutputPath, humanCount, int, str, UsageError, type Command } from '../common.js';
 import { checkMaxLength, commonTrainerOptions, loadTrainingData, trainerOptions, trainerUsage } from './distill.js';
 import { resolve } from 'node:path';
@@ -55,7 +56,7 @@ ${trainerUsage}`,
     await runTraining({
       ...trainer, config, weights, train: data.train, validation: data.validation,
       runIdentity: { data: data.fingerprint, from: from ? resolve(from) : null },
-      loss: { loss: 'ce', temperature: 1, alpha: 0, jsdBeta: 0.5, sparseTail: 'bucket' }, extraFiles: tokenizerFilesFrom(tokenizerPath),
+      loss: { loss: 'ce', temperature: 1, alpha: 0, jsdBeta: 0.5, sparseTail: 'bucket' }, extraFiles: tokenizerPath ? tokenizerFiles(tokenizerPath) : {},
     });
   },
 };
