@@ -14,7 +14,7 @@ import type { CausalLM } from './models/types.js';
 import { checkpointWeights } from './models/checkpointWeights.js';
 import { loadTokenizer, type Tokenizer } from './tokenizers/index.js';
 import { generate, type GenerateOptions, type GenerateResult } from './generate/index.js';
-import { chatFormat, type ChatFormat, type ChatMessage } from './chat/index.js';
+import { chatFormat, replyEndIds, type ChatFormat, type ChatMessage } from './chat/index.js';
 
 /** The shipped default model: stories260K from ../shared beside the package. */
 export const DEFAULT_MODEL = path.resolve(fileURLToPath(new URL('../..', import.meta.url)), 'shared/models/stories260K/stories260K.bin');
@@ -186,7 +186,7 @@ export async function pipeline(task: 'text-generation', modelPath: string = DEFA
     const o = toGenerateOptions(kwargs, promptIds.length);
     const result = await model.generate(promptIds, {
       ...o, tokenizer, stopStrings: [...(o.stopStrings ?? []), ...chat.stopStrings],
-      eosTokenIds: o.eosTokenIds ?? [...eosIds(model.config), ...(tokenizer.eosId !== null ? [tokenizer.eosId] : []), ...chat.endTokenIds],
+      eosTokenIds: o.eosTokenIds ?? replyEndIds(model.config, tokenizer, chat),
     });
     const reply = result.text ?? tokenizer.decode(result.tokens, { skipSpecialTokens: true });
     return [{ generated_text: [...input, { role: 'assistant', content: reply.trim() }] }];

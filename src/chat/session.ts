@@ -3,7 +3,7 @@
  * context window (oldest turns dropped first, then the start of an over-long message), so a long chat never fails.
  */
 import { generate, type GenerateOptions, type GenerateResult } from '../generate/index.js';
-import { eosIds } from '../models/config.js';
+import { eosIds, type LlamaConfig } from '../models/config.js';
 import type { CausalLM } from '../models/types.js';
 import type { Tokenizer } from '../tokenizers/index.js';
 import type { ChatFormat, ChatMessage } from './template.js';
@@ -26,6 +26,14 @@ export interface ChatReply {
   droppedMessages: number;
   /** Characters cut from the start of the user's message because it alone did not fit. */
   truncatedChars: number;
+}
+
+/**
+ * The ids that end a reply: the model config's EOS id(s), the tokenizer's EOS, and with a chat format the special tokens
+ * that close its turns (e.g. <|im_end|>), without repeats.
+ */
+export function replyEndIds(config: LlamaConfig, tokenizer: { eosId: number | null }, format?: { endTokenIds: number[] } | null): number[] {
+  return [...new Set([...eosIds(config), ...(tokenizer.eosId !== null ? [tokenizer.eosId] : []), ...(format?.endTokenIds ?? [])])];
 }
 
 export class ChatSession {
@@ -86,7 +94,7 @@ export class ChatSession {
   /** Generates the reply to `user`, streaming text through `onText`; an aborted reply keeps what was said so far. */
   async reply(user: string, callbacks: { onText?(delta: string): void; signal?: AbortSignal } = {}): Promise<ChatReply> {
     const prompt = this.fitPrompt(user);
-    const eos = [...new Set([...eosIds(this.model.config), ...(this.tokenizer.eosId !== null ? [this.tokenizer.eosId] : []), ...this.format.endTokenIds])];
+    const eos = replyEndIds(this.model.config, this.tokenizer, this.format);
     const gen = this.opts.generation ?? {};
     const result = await generate(this.model, prompt.ids, {
       ...gen,

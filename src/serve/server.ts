@@ -7,8 +7,7 @@ import http from 'node:http';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { ChatFormat } from '../chat/index.js';
-import { ChatTemplateError } from '../chat/index.js';
-import { eosIds } from '../models/config.js';
+import { ChatTemplateError, replyEndIds } from '../chat/index.js';
 import type { CausalLM } from '../models/types.js';
 import type { ResolvedGenerationOptions, FinishReason } from '../generate/index.js';
 import type { Tokenizer } from '../tokenizers/index.js';
@@ -200,13 +199,12 @@ class Handler {
     }
     const greedy = p.temperature === 0 || p.topP === 0;
     const tokenizer = this.o.tokenizer;
-    const eos = [...eosIds(this.o.model.config), ...(tokenizer.eosId !== null ? [tokenizer.eosId] : []), ...(chat ? this.o.chat.endTokenIds : [])];
     return {
       maxNewTokens: wanted,
       sampling: { doSample: !greedy, temperature: greedy ? 1 : p.temperature, topK: p.topK, topP: greedy ? 1 : p.topP, minP: p.minP, repetitionPenalty: p.repetitionPenalty },
       seed: p.seed,
       stopStrings: [...new Set([...(chat ? this.o.chat.stopStrings : []), ...p.stop])],
-      eosTokenIds: [...new Set(eos)],
+      eosTokenIds: replyEndIds(this.o.model.config, tokenizer, chat ? this.o.chat : null),
       skipSpecialTokens: true,
     };
   }
