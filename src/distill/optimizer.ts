@@ -84,6 +84,13 @@ export interface ScheduleOptions {
 }
 
 /** Learning rate for 1-based optimizer step `step`: linear warmup to lr, then cosine/linear decay (HF get_*_schedule_with_warmup). */
+/** Warmup as trainers take it: whole steps, or a fraction of all steps below 1 (rounded up, as transformers does). */
+export function warmupSteps(warmup: number | undefined, totalSteps: number): number {
+  if (warmup === undefined) return 0;
+  if (!(warmup >= 0) || (warmup >= 1 && !Number.isInteger(warmup))) throw new RangeError(`warmup must be a whole number of steps or a fraction below 1, got ${warmup}`);
+  return warmup < 1 ? Math.ceil(warmup * totalSteps) : warmup;
+}
+
 export function learningRate(s: ScheduleOptions, step: number): number {
   const i = step - 1; // HF schedules are indexed from 0 (the lr used by the first step)
   if (i < s.warmupSteps) return (s.lr * i) / Math.max(1, s.warmupSteps);

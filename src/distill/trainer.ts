@@ -14,7 +14,7 @@ import { progressBar, formatSeconds } from '../cli/progress.js';
 import { svgChart } from '../report/plot.js';
 import { CHECKPOINT_FILE, CheckpointCorruptError, loadTrainingCheckpoint, PREVIOUS_CHECKPOINT_FILE, saveTrainingCheckpoint, type HistoryRow, type LoadedCheckpoint, type TrainerState } from './checkpoint.js';
 import type { LossOptions } from './losses.js';
-import { learningRate, type AdamWOptions, type ScheduleOptions } from './optimizer.js';
+import { learningRate, warmupSteps, type AdamWOptions, type ScheduleOptions } from './optimizer.js';
 import type { MicroBatch, OptimizerState } from './stepRunner.js';
 import type { TeacherKind } from './trainStep.js';
 import type { DataSource, Teacher, TokenBatch } from './types.js';
@@ -113,11 +113,7 @@ export async function runTraining(o: TrainerOptions): Promise<TrainResult> {
   if (perEpoch < 1) throw new Error('the training data yields no batch');
   const stepsPerEpoch = Math.ceil(perEpoch / accum);
   const totalSteps = o.maxSteps ?? o.epochs * stepsPerEpoch;
-  // A fraction of all steps rounds up, as transformers' TrainingArguments.get_warmup_steps; a count must be whole.
-  if (o.warmup !== undefined && (o.warmup < 0 || (o.warmup >= 1 && !Number.isInteger(o.warmup)))) {
-    throw new RangeError(`warmup must be a whole number of steps or a fraction below 1, got ${o.warmup}`);
-  }
-  const warmup = o.warmup === undefined ? 0 : o.warmup < 1 ? Math.ceil(o.warmup * totalSteps) : o.warmup;
+  const warmup = warmupSteps(o.warmup, totalSteps);
   const schedule: ScheduleOptions = { lr: o.lr, warmupSteps: warmup, totalSteps, kind: o.schedule ?? 'cosine' };
   // CE-only runs never call the teacher (baselines, `slimlm train`).
   const teacherKind: TeacherKind = o.teacher && o.loss.loss !== 'ce' && o.loss.alpha > 0 ? o.teacherKind ?? 'dense' : 'none';

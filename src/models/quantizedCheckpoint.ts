@@ -16,7 +16,7 @@ import { openSafetensors, type SafetensorsReader, type TensorEntry } from '../fo
 import type { DType, HostTensor } from '../formats/tensor.js';
 import { BNB4_STATE_BYTES, bnb4FromHF, bnb4ToHF } from '../quantize/bnb4.js';
 import { nbitsBlocks } from '../quantize/nbits.js';
-import { checkRecipe, quantizeLinear, recipeLayout, type QuantRecipe } from '../quantize/recipe.js';
+import { checkFolderRecipe, checkRecipe, quantizeLinear, recipeLayout, type QuantRecipe } from '../quantize/recipe.js';
 import type { Checkpoint } from './checkpoint.js';
 import { expectedTensors, type LlamaConfig } from './config.js';
 import type { LinearLayout, QuantizedLinear, QuantizedWeightProvider } from './quantized.js';
@@ -97,6 +97,11 @@ function linearEntries(name: string, layout: LinearLayout, recipe: QuantRecipe, 
   }
 }
 
+/** The dtype a float tensor keeps in a quantized folder: its own when f32/f16/bf16 (a GGUF block type becomes f32). */
+export function floatStorageDtype(stored: string): DType {
+  return stored === 'f32' || stored === 'f16' || stored === 'bf16' ? stored : 'f32';
+}
+
 export interface QuantizeProgress {
   (name: string, done: number, total: number): void;
 }
@@ -106,10 +111,7 @@ export interface QuantizeProgress {
  * Returns the written layouts.
  */
 export function writeQuantizedCheckpoint(ckpt: Checkpoint, dir: string, recipe: QuantRecipe, onTensor?: QuantizeProgress): Record<string, LinearLayout> {
-  checkRecipe(recipe);
-  if ((recipe.type === 'nf4' || recipe.type === 'fp4') && recipe.lmHead === 'int8') {
-    throw new RangeError(`an ${recipe.type} folder follows bitsandbytes' layout, which has no 8-bit head: use lm-head float or same (eval --type ${recipe.type} --lm-head int8 measures it on the fly)`);
-  }
+  checkFolderRecipe(recipe);
   const c = ckpt.config;
   const linears = new Set(linearNames(c));
   const names = [...expectedTensors(c).keys()];
@@ -134,7 +136,7 @@ export function writeQuantizedCheckpoint(ckpt: Checkpoint, dir: string, recipe: 
     if (layout.kind === 'float') {
       if (isHead) continue; // a float tied head is the embedding itself
       const info = ckpt.tensorInfo(real);
-      const dtype = (['f32', 'f16', 'bf16'].includes(info.dtype) ? info.dtype : 'f32') as DType;
+      const dtype = floatStorageDtype(info.dtype);
       entries.push({ name: real, dtype, shape, data: () => { const t = ckpt.getTensor(real); onTensor?.(real, ++done, total); return t.dtype === dtype ? t.data : u8(toFloat32(t)); } });
       continue;
     }

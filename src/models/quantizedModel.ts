@@ -3,6 +3,7 @@
  * checkpoint openCheckpoint reads, optionally quantized on the fly by a recipe (what `slimlm eval --type` measures).
  */
 import { dirname } from 'node:path';
+import { DTYPE_BYTES, numel } from '../formats/tensor.js';
 import { recipeLayout, type QuantRecipe } from '../quantize/recipe.js';
 import { openCheckpoint, checkpointSizeBytes, tokenizerBeside } from './checkpoint.js';
 import { checkpointWeights } from './checkpointWeights.js';
@@ -10,7 +11,7 @@ import type { LlamaConfig } from './config.js';
 import { createLlamaModel, type LlamaModel } from './llama.js';
 import { ggufProvider } from './quantizedGGUF.js';
 import { linearLayoutBytes, quantizedWeightSource, type QuantizedSourceOptions } from './quantized.js';
-import { isQuantizedCheckpoint, linearNames, openQuantizedCheckpoint, recipeProvider } from './quantizedCheckpoint.js';
+import { floatStorageDtype, isQuantizedCheckpoint, linearNames, openQuantizedCheckpoint, recipeProvider } from './quantizedCheckpoint.js';
 
 export interface LoadModelOptions extends QuantizedSourceOptions {
   threads?: number;
@@ -61,9 +62,9 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
       for (const name of ckpt.tensorNames()) {
         const info = ckpt.tensorInfo(name);
         const layout = linears.has(name) && name !== 'model.embed_tokens.weight' ? recipeLayout(opts.quantize, name, info.shape[1]) : { kind: 'float' as const };
-        // Float tensors are stored as the source stores them when it is f32/f16/bf16 (else as f32), as `slimlm quantize` writes them.
+        // Float tensors in the dtype `slimlm quantize` stores them in.
         storedBytes += layout.kind !== 'float' ? linearLayoutBytes(layout, info.shape[0], info.shape[1], opts.quantize.doubleQuant ?? true)
-          : ['f32', 'f16', 'bf16'].includes(info.dtype) ? info.byteSize : 4 * info.shape.reduce((a, b) => a * b, 1);
+          : numel(info.shape) * DTYPE_BYTES[floatStorageDtype(info.dtype)];
       }
       const head = ckpt.config.tieWordEmbeddings ? recipeLayout(opts.quantize, 'model.embed_tokens.weight', ckpt.config.hiddenSize) : null;
       if (head && head.kind !== 'float') storedBytes += linearLayoutBytes(head, ckpt.config.vocabSize, ckpt.config.hiddenSize);

@@ -42,6 +42,14 @@ export function checkRecipe(r: QuantRecipe): void {
   if (r.lmHead !== undefined && !['int8', 'float', 'same'].includes(r.lmHead)) throw new RangeError(`LM head treatment must be int8, float or same, got ${JSON.stringify(r.lmHead)}`);
 }
 
+/** checkRecipe, plus what a written folder cannot hold: bitsandbytes' nf4/fp4 layout has no 8-bit head. */
+export function checkFolderRecipe(r: QuantRecipe): void {
+  checkRecipe(r);
+  if ((r.type === 'nf4' || r.type === 'fp4') && r.lmHead === 'int8') {
+    throw new RangeError(`an ${r.type} folder follows bitsandbytes' layout, which has no 8-bit head: use lm-head float or same (eval --type ${r.type} --lm-head int8 measures it on the fly)`);
+  }
+}
+
 export function recipeBlockSize(r: QuantRecipe): number {
   return r.blockSize ?? (r.type === 'nf4' || r.type === 'fp4' ? 64 : 32);
 }

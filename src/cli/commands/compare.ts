@@ -5,9 +5,8 @@ import { evaluatePerplexity } from '../../eval/perplexity.js';
 import { loadModel, type LoadedModel } from '../../models/quantizedModel.js';
 import { LINEAR_QUANT_TYPES, type LinearQuantType } from '../../quantize/recipe.js';
 import { svgChart } from '../../report/plot.js';
-import { loadTokenizer } from '../../tokenizers/index.js';
 import { checkWritable, int, str, threads, threadsOption, UsageError, type Command } from '../common.js';
-import type { EvalReport } from './eval.js';
+import { evalTokens, type EvalReport } from './eval.js';
 import { peakRssBytes } from '../../runtime/index.js';
 
 /** An eval --json report, checked enough to be plotted. */
@@ -51,15 +50,8 @@ export const compare: Command = {
         if (!ref && str(v, 'reference')) ref = await loadModel(str(v, 'reference')!, { threads: threads(v) });
         const m = await loadModel(path, { threads: threads(v), quantize: type ? { type: type as LinearQuantType } : undefined });
         try {
-          if (ref && ref.config.vocabSize !== m.config.vocabSize) {
-            throw new UsageError(`${item}: its vocabulary (${m.config.vocabSize}) differs from the reference's (${ref.config.vocabSize})`);
-          }
-          if (ctx > m.config.maxPositionEmbeddings) throw new UsageError(`--ctx ${ctx} is longer than ${item}'s context (${m.config.maxPositionEmbeddings})`);
-          const tokPath = str(v, 'tokenizer') ?? m.tokenizerPath;
-          if (!tokPath) throw new UsageError(`${item}: no tokenizer found; pass --tokenizer`);
-          const tok = await loadTokenizer(tokPath);
-          const ids = tok.encode(readFileSync(data, 'utf8')) /* BOS first, then chunks: llama.cpp's common_tokenize(…, add_special) */;
-          const r = await evaluatePerplexity(m.model, ids, { ctx, bosId: tok.bosId, maxChunks: chunks }, ref?.model);
+          const { ids, bosId } = await evalTokens(m, ref, ctx, data, str(v, 'tokenizer'), item);
+          const r = await evaluatePerplexity(m.model, ids, { ctx, bosId, maxChunks: chunks }, ref?.model);
           reports.push({ model: item, type: type ?? m.format, sizeBytes: m.storedBytes, peakRssBytes: peakRssBytes(), ctx, ...r });
         } finally {
           await m.model.dispose();

@@ -6,7 +6,7 @@ import { toFloat32 } from '../../formats/dtype.js';
 import { openCheckpoint, type Checkpoint } from '../../models/checkpoint.js';
 import { configFromHF, parameterCount, type LlamaConfig } from '../../models/config.js';
 import { LOSS_KINDS, type LossKind, type LossOptions } from '../../distill/losses.js';
-import { DEFAULT_ADAMW } from '../../distill/optimizer.js';
+import { DEFAULT_ADAMW, warmupSteps } from '../../distill/optimizer.js';
 import { initFromTeacher, initStudentWeights, parseStudentSpec, studentConfig } from '../../distill/student.js';
 import { isTeacherCache, openTeacher, readManifest } from '../../distill/teachers/index.js';
 import { runTraining, type TrainerOptions } from '../../distill/trainer.js';
@@ -81,10 +81,10 @@ export function commonTrainerOptions(v: Values, out: string): Omit<TrainerOption
   };
 }
 
-/** --warmup: whole steps, or a fraction of all steps below 1 (rounded up, as transformers does). */
+/** --warmup, checked by the trainer's own rule before anything loads. */
 function warmupFlag(v: Values): number {
   const w = num(v, 'warmup', 0)!;
-  if (w < 0 || (w >= 1 && !Number.isInteger(w))) throw new UsageError(`--warmup takes whole steps or a fraction below 1, got ${w}`);
+  try { warmupSteps(w, 1); } catch (e) { throw new UsageError(`--${(e as Error).message}`); }
   return w;
 }
 

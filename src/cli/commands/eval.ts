@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { writeBytesAtomic } from '../../formats/atomic.js';
-import { loadModel } from '../../models/quantizedModel.js';
+import { loadModel, type LoadedModel } from '../../models/quantizedModel.js';
 import { evaluatePerplexity, type EvalResult } from '../../eval/perplexity.js';
 import { checkRecipe, LINEAR_QUANT_TYPES, type LinearQuantType, type QuantRecipe } from '../../quantize/recipe.js';
 import { loadTokenizer } from '../../tokenizers/index.js';
@@ -14,6 +14,21 @@ export interface EvalReport extends EvalResult {
   sizeBytes: number;
   peakRssBytes: number;
   ctx: number;
+}
+
+/**
+ * What eval and compare check and read before evaluating `m` (named `label` in messages): the window fits its context,
+ * the reference shares its vocabulary, and the data's tokens, BOS first (llama.cpp's common_tokenize(…, add_special)).
+ */
+export async function evalTokens(m: LoadedModel, ref: LoadedModel | null, ctx: number, dataFile: string, tokenizer: string | undefined, label: string): Promise<{ ids: number[]; bosId: number | null }> {
+  if (ctx > m.config.maxPositionEmbeddings) throw new UsageError(`--ctx ${ctx} is longer than ${label}'s context (${m.config.maxPositionEmbeddings})`);
+  if (ref && ref.config.vocabSize !== m.config.vocabSize) {
+    throw new UsageError(`the reference's vocabulary (${ref.config.vocabSize}) differs from ${label}'s (${m.config.vocabSize}): KL and top-1 need the same tokens`);
+  }
+  const tokPath = tokenizer ?? m.tokenizerPath;
+  if (!tokPath) throw new UsageError(`no tokenizer found next to ${label}; pass --tokenizer`);
+  const tok = await loadTokenizer(tokPath);
+  return { ids: tok.encode(readFileSync(dataFile, 'utf8')), bosId: tok.bosId };
 }
 
 export const evalCommand: Command = {
@@ -51,16 +66,9 @@ export const evalCommand: Command = {
       throw e;
     }
     try {
-      if (ctx > m.config.maxPositionEmbeddings) throw new UsageError(`--ctx ${ctx} is longer than the model's context (${m.config.maxPositionEmbeddings})`);
-      if (ref && ref.config.vocabSize !== m.config.vocabSize) {
-        throw new UsageError(`the reference's vocabulary (${ref.config.vocabSize}) differs from the model's (${m.config.vocabSize}): KL and top-1 need the same tokens`);
-      }
-      const tokPath = str(v, 'tokenizer') ?? m.tokenizerPath;
-      if (!tokPath) throw new UsageError('no tokenizer found next to the model; pass --tokenizer');
-      const tok = await loadTokenizer(tokPath);
-      const ids = tok.encode(readFileSync(data, 'utf8')) /* BOS first, then chunks: llama.cpp's common_tokenize(…, add_special) */;
+      const { ids, bosId } = await evalTokens(m, ref, ctx, data, str(v, 'tokenizer'), 'the model');
       const bar = progressBar('eval', Math.min(Math.floor(ids.length / ctx), chunks ?? Infinity), 'chunks');
-      const r = await evaluatePerplexity(m.model, ids, { ctx, bosId: tok.bosId, maxChunks: chunks, onChunk: () => bar.tick() }, ref?.model);
+      const r = await evaluatePerplexity(m.model, ids, { ctx, bosId, maxChunks: chunks, onChunk: () => bar.tick() }, ref?.model);
       bar.done();
       const report: EvalReport = { model: modelPath, type: type ?? m.format, sizeBytes: m.storedBytes, peakRssBytes: peakRssBytes(), ctx, ...r };
       const lines = [

@@ -4,7 +4,7 @@ import { openCheckpoint } from '../../models/checkpoint.js';
 import { exportGGUF, GGUF_EXPORT_TYPES, type GGUFExportType } from '../../models/export.js';
 import { isQuantizedCheckpoint, linearNames, writeQuantizedCheckpoint } from '../../models/quantizedCheckpoint.js';
 import { expectedTensors } from '../../models/config.js';
-import { BLOCK_SIZES, checkRecipe, fallsBackToFloat, recipeBlockSize, type LinearQuantType, type QuantRecipe } from '../../quantize/recipe.js';
+import { BLOCK_SIZES, checkFolderRecipe, fallsBackToFloat, recipeBlockSize, type LinearQuantType, type QuantRecipe } from '../../quantize/recipe.js';
 import { loadTokenizer, writeTokenizerFiles } from '../../tokenizers/index.js';
 import { progressBar } from '../progress.js';
 import { checkOutputPath, humanBytes, int, str, UsageError, type Command } from '../common.js';
@@ -43,8 +43,7 @@ export const quantize: Command = {
         type: type as LinearQuantType, blockSize: int(v, 'block-size'),
         doubleQuant: v['no-double-quant'] ? false : v['double-quant'] ? true : undefined, keep, lmHead: str(v, 'lm-head') as QuantRecipe['lmHead'],
       };
-      try { checkRecipe(recipe); } catch (e) { throw new UsageError(`${(e as Error).message}`); }
-      if ((type === 'nf4' || type === 'fp4') && recipe.lmHead === 'int8') throw new UsageError(`--lm-head int8: bitsandbytes' ${type} layout has no 8-bit head; use float or same`);
+      try { checkFolderRecipe(recipe); } catch (e) { throw new UsageError((e as Error).message); }
     }
     checkOutputPath(model, out);
     if (isQuantizedCheckpoint(model)) throw new UsageError(`${model} is already quantized; quantize the float model it came from`);
